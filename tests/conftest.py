@@ -1,0 +1,10 @@
+"""pytest setup: 8 virtual CPU devices for every multi-device test.
+
+XLA reads the flag when the backend starts, so it has to be set before jax is imported anywhere.
+"""
+import os
+
+_flag = "--xla_force_host_platform_device_count=8"
+if _flag not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
