@@ -8,3 +8,7 @@ _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Threefry's unrolled rounds dominate XLA:CPU compile time of every small `init` (~5 s each here);
+# the RBG generator compiles in a fraction of that. Tests only need seeded determinism, not a
+# particular stream, so the suite uses it (subprocesses started by CLI tests inherit it).
+os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")

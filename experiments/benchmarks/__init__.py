@@ -1,0 +1,1 @@
+"""Benchmark suites: each module has ``run(...) -> dict`` and ``format_table(dict) -> str``."""

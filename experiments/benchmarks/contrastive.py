@@ -1,0 +1,131 @@
+"""Contrastive losses: forward+backward time, and compiled memory of chunked vs gathered SigLIP.
+
+(a) Time: median wall time of ``jit(value_and_grad(loss))`` w.r.t. both embeddings and the
+    temperature (and bias), single device, for CLIP and SigLIP at each batch size; achieved FLOP/s
+    counts the three B x B x D products of forward + backward, 6 B^2 D.
+(b) Memory: ``siglip_loss`` (each device gathers all texts: (B/D) x B logits) against
+    ``siglip_loss_chunked`` (ring: (B/D) x (B/D) logits) under ``shard_map`` on D devices, forward
+    + backward, from XLA's memory analysis of the compiled program (per device; nothing runs, so
+    B can be large). Goal: chunked <= 1/8 of gathered at B = 32768 on 8 devices.
+
+``python -m experiments.benchmarks.contrastive`` prints the table; it forces 8 host devices
+(``XLA_FLAGS``) when run as a script. A caller that imports ``run`` must set that flag itself,
+before jax is imported, or the memory part is skipped (and says so).
+"""
+import os
+
+if __name__ == "__main__":
+  _FLAG = "--xla_force_host_platform_device_count=8"
+  if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+import statistics
+import time
+from typing import Any, Dict, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from invariance import contrastive, parallel
+
+MEMORY_GOAL = 1 / 8
+
+
+def _params(loss: str):
+  if loss == "clip":
+    return (contrastive.init_clip_temperature(),)
+  return contrastive.init_siglip_params()
+
+
+def _time_loss(loss: str, batch: int, dim: int, repeats: int, key) -> Dict[str, Any]:
+  fn = {"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}[loss]
+  k_img, k_txt = jax.random.split(key)
+  img = contrastive.l2_normalize(jax.random.normal(k_img, (batch, dim), jnp.float32))
+  txt = contrastive.l2_normalize(jax.random.normal(k_txt, (batch, dim), jnp.float32))
+  args = (img, txt, *_params(loss))
+  step = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))
+  for _ in range(2):  # compile, then one warm run
+    jax.block_until_ready(step(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(step(*args))
+    times.append(time.perf_counter() - start)
+  median = statistics.median(times)
+  flops = 6 * batch * batch * dim
+  return dict(loss=loss, batch=batch, dim=dim, repeats=repeats, median_s=median,
+              min_s=min(times), flops=flops, flop_per_s=flops / median)
+
+
+def _compiled_memory(fn, mesh, batch: int, dim: int) -> Dict[str, int]:
+  emb = jax.ShapeDtypeStruct((batch, dim), jnp.float32, sharding=NamedSharding(mesh, P("data")))
+  scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
+  step = jax.jit(jax.value_and_grad(parallel.shard_map_loss(fn, mesh), argnums=(0, 1, 2, 3)))
+  stats = step.lower(emb, emb, scalar, scalar).compile().memory_analysis()
+  out = {name: int(getattr(stats, name)) for name in (
+      "temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
+      "alias_size_in_bytes", "peak_memory_in_bytes") if hasattr(stats, name)}
+  out["total_bytes"] = (out["temp_size_in_bytes"] + out["argument_size_in_bytes"] +
+                        out["output_size_in_bytes"] - out["alias_size_in_bytes"])
+  return out
+
+
+def _memory(n_devices: int, batch: int, dim: int) -> Dict[str, Any]:
+  have = jax.device_count()
+  if have < n_devices:
+    return dict(skipped=f"needs {n_devices} devices, jax sees {have}: set XLA_FLAGS="
+                        f"--xla_force_host_platform_device_count={n_devices} before importing jax")
+  if batch % n_devices:
+    raise ValueError(f"memory_batch={batch} must be divisible by n_devices_memory={n_devices}.")
+  mesh = parallel.data_mesh(jax.devices()[:n_devices])
+  gathered = _compiled_memory(contrastive.siglip_loss, mesh, batch, dim)
+  chunked = _compiled_memory(contrastive.siglip_loss_chunked, mesh, batch, dim)
+  ratio_temp = chunked["temp_size_in_bytes"] / gathered["temp_size_in_bytes"]
+  return dict(batch=batch, dim=dim, devices=n_devices, per_device=True,
+              gathered=gathered, chunked=chunked, ratio_temp=ratio_temp,
+              ratio_total=chunked["total_bytes"] / gathered["total_bytes"],
+              logits_bytes_gathered=4 * (batch // n_devices) * batch,
+              logits_bytes_chunked=4 * (batch // n_devices) ** 2,
+              goal=MEMORY_GOAL, meets_goal=ratio_temp <= MEMORY_GOAL)
+
+
+def run(batch_sizes: Sequence[int] = (1024, 4096), dim: int = 256, n_devices_memory: int = 8,
+        memory_batch: int = 32768, repeats: int = 7, seed: int = 0) -> Dict[str, Any]:
+  """Both measurements, as a JSON-able dict (``timing`` rows and a ``memory`` dict)."""
+  if repeats < 5:
+    raise ValueError(f"repeats={repeats}: the median needs at least 5 timed runs.")
+  key = jax.random.key(seed)
+  timing = [_time_loss(loss, batch, dim, repeats, jax.random.fold_in(key, batch))
+            for loss in ("clip", "siglip") for batch in batch_sizes]
+  device = jax.devices()[0]
+  return dict(suite="contrastive", backend=jax.default_backend(), device_kind=device.device_kind,
+              jax_version=jax.__version__, timing=timing,
+              memory=_memory(n_devices_memory, memory_batch, dim))
+
+
+def format_table(result: Dict[str, Any]) -> str:
+  mib = lambda n: f"{n / 2**20:,.1f} MiB"
+  lines = [f"contrastive losses, forward+backward, single device ({result['backend']}, "
+           f"{result['device_kind']}, jax {result['jax_version']})",
+           f"{'loss':<8}{'B':>7}{'D':>6}{'median ms':>12}{'min ms':>10}{'GFLOP/s':>10}"]
+  for row in result["timing"]:
+    lines.append(f"{row['loss']:<8}{row['batch']:>7}{row['dim']:>6}{1e3 * row['median_s']:>12.2f}"
+                 f"{1e3 * row['min_s']:>10.2f}{row['flop_per_s'] / 1e9:>10.1f}")
+  mem = result["memory"]
+  if "skipped" in mem:
+    lines.append(f"memory: skipped ({mem['skipped']})")
+    return "\n".join(lines)
+  lines += ["", f"SigLIP under shard_map, B={mem['batch']}, D={mem['dim']}, {mem['devices']} devices,"
+            " compiled memory per device (forward+backward)",
+            f"{'variant':<10}{'temp':>14}{'total':>14}{'logits block':>15}"]
+  for name in ("gathered", "chunked"):
+    lines.append(f"{name:<10}{mib(mem[name]['temp_size_in_bytes']):>14}"
+                 f"{mib(mem[name]['total_bytes']):>14}{mib(mem[f'logits_bytes_{name}']):>15}")
+  lines.append(f"chunked / gathered: temp {mem['ratio_temp']:.3f}, total {mem['ratio_total']:.3f}"
+               f" (goal <= {mem['goal']:.3f}: {'met' if mem['meets_goal'] else 'NOT met'})")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  print(format_table(run()))

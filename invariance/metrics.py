@@ -1,0 +1,55 @@
+"""Accuracy, invariance error, circular consistency and embedding invariance."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from invariance import groups as groups_lib
+
+
+def accuracy(logits_NK, labels_N, mask_N=None) -> jnp.ndarray:
+  correct = (jnp.argmax(logits_NK, -1) == labels_N).astype(jnp.float32)
+  if mask_N is None:
+    return correct.mean()
+  mask_N = mask_N.astype(jnp.float32)
+  return (correct * mask_N).sum() / jnp.maximum(mask_N.sum(), 1.0)
+
+
+def orbit_outputs(fn: Callable, x_NHWC, group: groups_lib.Group, elements=None):
+  """fn on every transformed copy, one element at a time (lax.map keeps memory at one batch)."""
+  elements = group.elements() if elements is None else jnp.asarray(elements, jnp.int32)
+  return jax.lax.map(lambda g: fn(group.act(g, x_NHWC)), elements)
+
+
+def invariance_errors(fn: Callable, x_NHWC, group: groups_lib.Group, elements=None):
+  """Per-element relative change ||fn(g.x) - fn(x)||_F / ||fn(x)||_F over the batch -> (|elements|,)."""
+  ref = fn(x_NHWC)
+  outs = orbit_outputs(fn, x_NHWC, group, elements)
+  diff = jnp.sqrt(jnp.sum((outs - ref[None]) ** 2, axis=tuple(range(1, outs.ndim))))
+  return diff / jnp.maximum(jnp.sqrt(jnp.sum(ref ** 2)), 1e-12)
+
+
+def invariance_error(fn: Callable, x_NHWC, group: groups_lib.Group, elements=None) -> jnp.ndarray:
+  """Worst relative change of fn's output over the orbit (0 for an exactly invariant fn)."""
+  return jnp.max(invariance_errors(fn, x_NHWC, group, elements))
+
+
+def circular_consistency(key, fn: Callable, x_NHWC, group: groups_lib.Group, support=None):
+  """Probability that argmax fn is unchanged between two random group elements per example."""
+  k1, k2 = jax.random.split(key)
+  n = x_NHWC.shape[0]
+  a = jnp.argmax(fn(group.act(group.sample(k1, (n,), support), x_NHWC)), -1)
+  b = jnp.argmax(fn(group.act(group.sample(k2, (n,), support), x_NHWC)), -1)
+  return jnp.mean((a == b).astype(jnp.float32))
+
+
+def embedding_invariance(emb_a_ND, emb_b_ND, mask_N: Optional[jnp.ndarray] = None):
+  """Mean cosine similarity between paired embeddings (1 = the pair is indistinguishable)."""
+  a = emb_a_ND / jnp.maximum(jnp.linalg.norm(emb_a_ND, axis=-1, keepdims=True), 1e-12)
+  b = emb_b_ND / jnp.maximum(jnp.linalg.norm(emb_b_ND, axis=-1, keepdims=True), 1e-12)
+  cos = jnp.sum(a * b, -1)
+  if mask_N is None:
+    return cos.mean()
+  return (cos * mask_N).sum() / jnp.maximum(mask_N.sum(), 1.0)

@@ -1,0 +1,223 @@
+"""CLIP / SigLIP losses: numpy references, and data-parallel variants against the single device.
+
+Every multi-device claim goes through one assertion, ``assert_matches_single_device``: value and
+gradient w.r.t. every argument (sharded embeddings, replicated temperature / bias) within 1e-5 of
+the single-device loss, on 8 virtual CPU devices (tests/conftest.py). The controls at the end feed
+deliberately wrong losses / gradient conventions to the same assertion and expect it to fail.
+"""
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from jax import lax
+
+from invariance import contrastive, parallel
+
+N_DEV = 8
+B, DIM = 32, 16
+TOL = 1e-5
+
+
+# -- data and numpy references ------------------------------------------------------------------
+def _embeddings(seed, batch=B, dim=DIM):
+  rng = np.random.default_rng(seed)
+  img = rng.normal(size=(batch, dim)).astype(np.float32)
+  # Texts correlated with their images, so the positives matter in the loss.
+  txt = (img + rng.normal(size=(batch, dim))).astype(np.float32)
+  return contrastive.l2_normalize(jnp.asarray(img)), contrastive.l2_normalize(jnp.asarray(txt))
+
+
+def _np_log_softmax(x, axis):
+  m = x.max(axis=axis, keepdims=True)
+  return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def clip_np(img, txt, log_scale):
+  img, txt = np.float64(img), np.float64(txt)
+  logits = min(math.exp(log_scale), 100.0) * img @ txt.T
+  i2t = -np.diag(_np_log_softmax(logits, axis=1)).mean()
+  t2i = -np.diag(_np_log_softmax(logits, axis=0)).mean()
+  return (i2t + t2i) / 2
+
+
+def siglip_np(img, txt, t_prime, bias):
+  img, txt = np.float64(img), np.float64(txt)
+  logits = math.exp(t_prime) * img @ txt.T + bias
+  z = 2 * np.eye(len(img)) - 1
+  return np.logaddexp(0.0, -z * logits).sum() / len(img)  # -log sigmoid(zx) = softplus(-zx)
+
+
+# -- single device ------------------------------------------------------------------------------
+def test_init_and_normalize():
+  np.testing.assert_allclose(contrastive.init_clip_temperature(), math.log(1 / 0.07), rtol=1e-6)
+  t_prime, bias = contrastive.init_siglip_params()
+  np.testing.assert_allclose([jnp.exp(t_prime), bias], [10.0, -10.0], rtol=1e-6)
+  img, _ = _embeddings(0)
+  np.testing.assert_allclose(jnp.linalg.norm(img, axis=-1), 1.0, rtol=1e-6)
+
+
+class SingleDeviceTest(chex.TestCase):
+  """Values against the float64 numpy references, jitted and not."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(math.log(1 / 0.07), 0.0, math.log(250.0))
+  def test_clip_matches_numpy(self, log_scale):
+    img, txt = _embeddings(1)
+    loss = self.variant(contrastive.clip_loss)(img, txt, jnp.float32(log_scale))
+    np.testing.assert_allclose(loss, clip_np(img, txt, log_scale), rtol=TOL, atol=TOL)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((math.log(10.0), -10.0), (0.0, 0.0), (2.0, 3.0))
+  def test_siglip_matches_numpy(self, t_prime, bias):
+    img, txt = _embeddings(2)
+    loss = self.variant(contrastive.siglip_loss)(img, txt, jnp.float32(t_prime),
+                                                 jnp.float32(bias))
+    np.testing.assert_allclose(loss, siglip_np(img, txt, t_prime, bias), rtol=TOL, atol=TOL)
+
+
+def test_clip_scale_clamped_at_100():
+  img, txt = _embeddings(3)
+  value_and_grad = jax.jit(jax.value_and_grad(contrastive.clip_loss, argnums=2))
+  at_clamp, _ = value_and_grad(img, txt, jnp.float32(math.log(100.0)))
+  past, grad_past = value_and_grad(img, txt, jnp.float32(math.log(300.0)))
+  _, grad_below = value_and_grad(img, txt, jnp.float32(math.log(50.0)))
+  np.testing.assert_allclose(contrastive.clip_logit_scale(jnp.float32(10.0)), 100.0)
+  np.testing.assert_allclose(past, at_clamp, rtol=1e-6)
+  assert grad_past == 0.0
+  assert abs(grad_below) > 1e-4
+
+
+def test_shapes_are_checked():
+  img, txt = _embeddings(4)
+  with pytest.raises(AssertionError):
+    contrastive.clip_loss(img, txt[:-1], contrastive.init_clip_temperature())
+  with pytest.raises(AssertionError):
+    contrastive.siglip_loss(img, txt, jnp.zeros((1,)), jnp.float32(0.0))
+
+
+# -- data parallel: one assertion for every variant ---------------------------------------------
+PARAMS = {
+    "clip": lambda: (contrastive.init_clip_temperature(),),
+    "siglip": lambda: contrastive.init_siglip_params(),
+}
+REFERENCE = {"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}
+LOSSES = {"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss,
+          "siglip_chunked": contrastive.siglip_loss_chunked}
+
+
+def value_and_grad_fn(transform, per_device_fn, n_args):
+  """``f(img, txt, *params) -> (loss, grads)`` in the single-device layout, under ``transform``."""
+  argnums = tuple(range(n_args))
+  if transform == "single":
+    return jax.jit(jax.value_and_grad(per_device_fn, argnums))
+  if transform == "shard_map":
+    mesh = parallel.data_mesh()
+    return jax.jit(jax.value_and_grad(parallel.shard_map_loss(per_device_fn, mesh), argnums))
+  if transform == "pmap":
+    run = parallel.pmap_value_and_grad(per_device_fn, argnums=argnums)
+    return functools.partial(_unpmap, run)
+  raise ValueError(transform)
+
+
+def _unpmap(run, img, txt, *params):
+  loss_D, grads = run(*parallel.pmap_shard((img, txt), N_DEV), *params)
+  for x_D in (loss_D, *grads[2:]):  # replicated outputs: one identical copy per device
+    np.testing.assert_allclose(x_D, jnp.broadcast_to(x_D[0], x_D.shape), rtol=1e-6)
+  return loss_D[0], (grads[0].reshape(img.shape), grads[1].reshape(txt.shape),
+                     *(g[0] for g in grads[2:]))
+
+
+@functools.cache
+def _reference_value_and_grad(reference, n_args):
+  return jax.jit(jax.value_and_grad(reference, tuple(range(n_args))))
+
+
+def assert_matches_single_device(f, reference, args):
+  """Value and gradients of ``f`` within 1e-5 of the single-device ``reference``."""
+  want = _reference_value_and_grad(reference, len(args))(*args)
+  got = f(*args)
+  chex.assert_trees_all_close(got, want, atol=TOL, rtol=TOL)
+
+
+def test_eight_devices():
+  assert jax.device_count() == N_DEV, "tests/conftest.py should force 8 CPU devices"
+
+
+@pytest.mark.parametrize("transform", ["shard_map", "pmap"])
+@pytest.mark.parametrize("loss", ["clip", "siglip", "siglip_chunked"])
+def test_parallel_matches_single_device_and_compiles_once(loss, transform):
+  base = loss.split("_")[0]
+  chex.clear_trace_counter()  # the counter is keyed by the wrapped function, shared across tests
+  per_device = chex.assert_max_traces(LOSSES[loss], n=1)
+  params = PARAMS[base]()
+  f = value_and_grad_fn(transform, per_device, 2 + len(params))
+  # New data and parameters, same shapes: no retrace. The second call is past CLIP's clamp
+  # (log_scale = 4.66 > log 100) and at a sharp SigLIP temperature (t = 74).
+  for seed, shift in ((10, 0.3), (11, 2.0)):
+    img, txt = _embeddings(seed)
+    shifted = tuple(p + shift for p in params)
+    assert_matches_single_device(f, REFERENCE[base], (img, txt, *shifted))
+
+
+# -- controls: the same assertion catches a wrong loss or a wrong gradient convention -----------
+def _clip_local_t2i(img, txt, log_scale, axis_name):
+  """Bug: the text -> image direction only sees this device's images."""
+  scale = contrastive.clip_logit_scale(log_scale)
+  i2t = contrastive.pairwise_logits(img, lax.all_gather(txt, axis_name, tiled=True), scale)
+  t2i = contrastive.pairwise_logits(txt, img, scale)
+  partial = (jax.nn.logsumexp(i2t, -1).sum() + jax.nn.logsumexp(t2i, -1).sum() -
+             2 * contrastive.matched_logits(img, txt, scale).sum())
+  return lax.psum(partial, axis_name) / (2 * img.shape[0] * N_DEV)
+
+
+def _siglip_local_normalisation(img, txt, t_prime, bias, axis_name):
+  """Bug: divides by the local batch B/D instead of the global B."""
+  return contrastive.siglip_loss(img, txt, t_prime, bias, axis_name) * N_DEV
+
+
+def _siglip_no_psum(img, txt, t_prime, bias, axis_name):
+  """Bug: returns this device's share only (scaled to look like a mean), no psum. Under pmap the
+  devices then disagree, which ``_unpmap`` asserts against; under shard_map the missing psum is a
+  type error (a varying value for ``out_specs=P()``) before any number is compared."""
+  full = lax.all_gather(txt, axis_name, tiled=True)
+  part = (jax.nn.softplus(contrastive.pairwise_logits(img, full, jnp.exp(t_prime), bias)).sum() -
+          contrastive.matched_logits(img, txt, jnp.exp(t_prime), bias).sum())
+  return part / img.shape[0]
+
+
+@pytest.mark.parametrize("bug,transform", [
+    ("clip_local_t2i", "shard_map"),
+    ("siglip_local_normalisation", "shard_map"),
+    ("siglip_no_psum", "pmap"),
+])
+def test_control_wrong_loss_is_detected(bug, transform):
+  fn = {"clip_local_t2i": _clip_local_t2i,
+        "siglip_local_normalisation": _siglip_local_normalisation,
+        "siglip_no_psum": _siglip_no_psum}[bug]
+  base = bug.split("_")[0]
+  params = PARAMS[base]()
+  img, txt = _embeddings(12)
+  f = value_and_grad_fn(transform, fn, 2 + len(params))
+  with pytest.raises(AssertionError):
+    assert_matches_single_device(f, REFERENCE[base], (img, txt, *params))
+
+
+def test_control_raw_pmap_gradient_is_detected():
+  """Differentiating inside pmap without ``pmap_value_and_grad``'s 1/D: D x the gradient."""
+  params = PARAMS["siglip"]()
+  per_device = functools.partial(contrastive.siglip_loss_chunked, axis_name="data")
+  raw = jax.pmap(jax.value_and_grad(per_device, (0, 1, 2, 3)), axis_name="data",
+                 in_axes=(0, 0, None, None))
+
+  def f(img, txt, *p):
+    loss_D, g = raw(*parallel.pmap_shard((img, txt), N_DEV), *p)
+    return loss_D[0], (g[0].reshape(img.shape), g[1].reshape(txt.shape), g[2].sum(), g[3].sum())
+
+  img, txt = _embeddings(13)
+  with pytest.raises(AssertionError):
+    assert_matches_single_device(f, contrastive.siglip_loss, (img, txt, *params))

@@ -1,0 +1,110 @@
+"""Caption policies: salient never leaks the light (with controls that show the check can fail)."""
+import numpy as np
+import pytest
+
+from invariance.data import captions, scenes
+
+N = 4000
+
+
+@pytest.fixture(scope="module")
+def attrs():
+  return scenes.sample_attributes(N, np.random.default_rng(0))
+
+
+def _leaks(tok, caps, attribute="light"):
+  """Per caption: does any token (as ids, after the tokenizer) belong to the attribute's words?"""
+  ids = tok.encode(caps)
+  word_ids = [tok.vocab.index(w) for w in captions.ATTRIBUTE_WORDS[attribute]]
+  return np.isin(ids, word_ids).any(axis=1)
+
+
+def test_same_seed_same_captions(attrs):
+  for policy in captions.POLICIES:
+    a = captions.make_captions(attrs, policy, np.random.default_rng(1), p=0.5)
+    b = captions.make_captions(attrs, policy, np.random.default_rng(1), p=0.5)
+    assert a == b and len(a) == N
+  assert (captions.make_captions(attrs, "salient", np.random.default_rng(2))
+          != captions.make_captions(attrs, "salient", np.random.default_rng(1)))
+
+
+def test_salient_never_mentions_the_light_and_the_check_can_fail(attrs):
+  tok = captions.Tokenizer()
+  salient = captions.make_captions(attrs, "salient", np.random.default_rng(1))
+  full = captions.make_captions(attrs, "full", np.random.default_rng(1))
+  assert not _leaks(tok, salient).any()
+  assert not any(captions.mentions(c, "light") for c in salient)
+  assert _leaks(tok, full).all()                                 # control: the check fires
+  assert all(captions.mentions(c, "light") for c in full)
+  for attribute in ("pedestrian", "clouds"):                     # salient mentions only the car
+    assert not _leaks(tok, salient, attribute).any() and _leaks(tok, full, attribute).all()
+
+
+def test_salient_captions_are_invariant_to_the_light(attrs):
+  """Flip every light: salient captions are unchanged, full captions all change (control)."""
+  flipped = scenes.with_attribute(attrs, "light", 1 - attrs["light"])
+  for policy, invariant in (("salient", True), ("full", False), ("mention", False)):
+    a = captions.make_captions(attrs, policy, np.random.default_rng(4), p=1.0)
+    b = captions.make_captions(flipped, policy, np.random.default_rng(4), p=1.0)
+    same = np.array([x == y for x, y in zip(a, b)])
+    assert same.all() if invariant else not same.any(), policy
+
+
+def test_salient_names_the_car_with_paraphrases(attrs):
+  caps = captions.make_captions(attrs, "salient", np.random.default_rng(1))
+  for c, color in zip(caps, attrs["car_color"]):
+    assert scenes.CAR_COLORS[color] in captions.words(c) and "car" in captions.words(c)
+  assert len({c.replace(scenes.CAR_COLORS[k], "{color}") for c, k in zip(caps, attrs["car_color"])}
+             ) == len(captions.SALIENT_TEMPLATES)
+  assert "ITAP a black car" in caps and "a black car in front of me" in caps
+
+
+def test_mention_probability(attrs):
+  for p in (0.0, 0.3, 1.0):
+    caps = captions.make_captions(attrs, "mention", np.random.default_rng(1), p=p)
+    rate = np.mean([captions.mentions(c, "light") for c in caps])
+    assert abs(rate - p) < 5 * np.sqrt(0.25 / N) + 1e-9, (p, rate)
+  same = captions.make_captions(attrs, "mention", np.random.default_rng(1), p=0.0)
+  assert same == captions.make_captions(attrs, "salient", np.random.default_rng(1))
+
+
+def test_mention_other_attribute(attrs):
+  caps = captions.make_captions(attrs, "mention", np.random.default_rng(1), p=1.0,
+                                attribute="pedestrian")
+  assert all(captions.mentions(c, "pedestrian") for c in caps)
+  assert not any(captions.mentions(c, "light") for c in caps)
+  for c, ped in zip(caps[:50], attrs["pedestrian"][:50]):
+    assert c.endswith(captions.PHRASES["pedestrian"][ped])
+
+
+def test_tokenizer_fixed_length_padding_and_round_trip():
+  tok = captions.Tokenizer()
+  every = captions.all_captions()
+  ids = tok.encode(every)
+  assert ids.dtype == np.int32 and ids.shape == (len(every), tok.max_len)
+  assert ids.max() < tok.vocab_size and not (ids == 1).any()      # no unknown words
+  lengths = np.array([len(captions.words(c)) for c in every])
+  np.testing.assert_array_equal((ids != 0).sum(1), lengths)      # right-padded with 0
+  assert tok.decode(ids) == [c.lower() for c in every]
+  assert tok.encode(["ITAP a black car"], max_len=6).tolist() == [
+      [tok.vocab.index(w) for w in ("itap", "a", "black", "car")] + [0, 0]]
+  assert tok.encode(["a purple car"], max_len=3)[0, 1] == 1      # unknown word -> id 1
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda a: captions.make_captions(a, "verbose", np.random.default_rng()), "policy"),
+    (lambda a: captions.make_captions(a, "mention", np.random.default_rng(), p=-0.1), "p"),
+    (lambda a: captions.make_captions(a, "mention", np.random.default_rng(), p=1.5), "p"),
+    (lambda a: captions.make_captions(a, "mention", np.random.default_rng(), p=float("nan")), "p"),
+    (lambda a: captions.make_captions(a, "mention", np.random.default_rng(), attribute="car_color"),
+     "attribute"),
+    (lambda a: captions.make_captions(a, "full", 3), "rng"),
+    (lambda a: captions.make_captions({"car_color": a["car_color"]}, "full",
+                                      np.random.default_rng()), "attrs"),
+    (lambda a: captions.Tokenizer().encode(["a black car in front of me"], max_len=3), "max_len"),
+    (lambda a: captions.Tokenizer().encode(["a black car"], max_len=0), "max_len"),
+    (lambda a: captions.mentions("a black car", "weather"), "attribute"),
+])
+def test_bad_input_names_the_argument(attrs, call, arg):
+  with pytest.raises(ValueError, match=rf"\b{arg}\b"):
+    call(attrs)

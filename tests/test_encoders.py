@@ -1,0 +1,98 @@
+"""Hard invariance of the encoders over every group element, at init and after training steps.
+
+Every claim has a control that the same assertion rejects.
+"""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+from invariance import encoders as E
+from invariance import groups as G
+from invariance.testing import assert_invariant
+
+HW = 10
+X = jax.random.normal(jax.random.key(0), (4, HW, HW, 1))
+Y = jnp.arange(4) % 3
+T = G.Translations(HW, HW)
+
+
+@functools.lru_cache(maxsize=None)
+def _trained(model, steps=3):
+  """Params after a few Adam steps on random data (invariance must survive training)."""
+  params = model.init(jax.random.key(1), X)
+  opt = optax.adam(1e-2)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state):
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, X), Y).mean()
+    grads = jax.grad(loss)(params)
+    updates, state = opt.update(grads, state)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params
+
+
+INVARIANT = [
+    ("circular_cnn", E.CircularCNN((6, 6), num_classes=3), T),
+    ("p4", E.GroupCNN("rotations", (4, 4), num_classes=3), G.Rotations()),
+    ("p4m_rotations", E.GroupCNN("dihedral", (4, 4), num_classes=3), G.Rotations()),
+    ("p4m", E.GroupCNN("dihedral", (4, 4), num_classes=3), G.Dihedral()),
+]
+CONTROLS = [
+    ("mlp", E.MLP((16,), num_classes=3), T),
+    ("flat_cnn", E.FlatCNN((6, 6), num_classes=3), T),
+    ("circular_cnn_under_rotation", E.CircularCNN((6, 6), num_classes=3), G.Rotations()),
+    ("p4_under_flips", E.GroupCNN("rotations", (4, 4), num_classes=3), G.Dihedral()),
+]
+
+
+class InvariantEncodersTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_hard_invariance_at_init_and_after_training(self):
+    for name, model, group in INVARIANT:
+      for params in (model.init(jax.random.key(1), X), _trained(model)):
+        fn = self.variant(lambda x, p=params, m=model: m.apply(p, x))
+        assert_invariant(fn, group, X, rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_controls_are_rejected_by_the_same_assertion(self):
+    for name, model, group in CONTROLS:
+      params = model.init(jax.random.key(1), X)
+      fn = self.variant(lambda x, p=params, m=model: m.apply(p, x))
+      with self.assertRaisesRegex(AssertionError, "not invariant"):
+        assert_invariant(fn, group, X, rtol=1e-5)
+
+
+def test_fast_first_layer_equals_dense_on_every_shift():
+  model = E.MLP((8, 5))
+  params = model.init(jax.random.key(2), X)
+  fast = model.apply(params, X, method=model.embed_translation_orbit)      # N, |G|, F
+  orbit = T.orbit(X)                                                       # |G|, N, H, W, C
+  naive = jax.vmap(lambda x: model.apply(params, x, method=model.embed), out_axes=1)(orbit)
+  chex.assert_trees_all_close(fast, naive, atol=1e-5, rtol=1e-5)
+
+
+def test_parameter_counts_are_pinned():
+  # Changing an architecture changes these on purpose; update them with the architecture.
+  count = lambda m, x: sum(v.size for v in jax.tree.leaves(
+      jax.eval_shape(m.init, jax.random.key(0), x)))
+  x24 = jnp.zeros((1, 24, 24, 1))
+  assert count(E.MLP((256, 256)), x24) == 576 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+  assert count(E.CircularCNN((32, 32, 32)), x24) == (9 * 32 + 32) + 2 * (9 * 32 * 32 + 32) + 330
+  assert count(E.GroupCNN("rotations", (8, 8)), jnp.zeros((1, 8, 8, 1))) == \
+      (9 * 8 + 8) + (9 * 4 * 8 * 8 + 8) + (8 * 10 + 10)
+
+
+def test_group_cnn_rejects_bad_config():
+  with pytest.raises(ValueError, match="group_name='translations'"):
+    E.GroupCNN("translations").init(jax.random.key(0), X)
+  with pytest.raises(ValueError, match="square"):
+    E.GroupCNN("rotations").init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
