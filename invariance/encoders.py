@@ -11,6 +11,7 @@ and ``__call__ = classify(embed(x))``, so orbit averaging can wrap the feature e
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -41,15 +42,139 @@ class FlatDense(nn.Module):
 
   def all_shifts(self, x_NHWC):
     """Responses to every cyclic shift of the input: (N, H*W, F), row ``dy*W + dx`` for
-    ``roll(x, (dy, dx))``. A circular cross-correlation of x with the kernel, computed by FFT:
-    out[d] = sum_u x[u] k[u + d]  =>  FFT(out) = conj(FFT(x)) * FFT(k) (summed over channels)."""
+    ``roll(x, (dy, dx))``. A circular cross-correlation of x with the kernel,
+    out[d] = sum_u x[u] k[u + d], computed with real-DFT matmuls (see ``_shift_responses``)."""
     n, h, w, _ = x_NHWC.shape
     kernel, bias = self.params_for(x_NHWC.shape[1:])
-    x_f = jnp.fft.rfft2(x_NHWC, axes=(1, 2))                 # N, H, W//2+1, C
-    k_f = jnp.fft.rfft2(kernel, axes=(0, 1))                  # H, W//2+1, C, F
-    prod = jnp.einsum("nhwc,hwcf->nfhw", jnp.conj(x_f), k_f)  # N, F, H, W//2+1
-    out = jnp.fft.irfft2(prod, s=(h, w), axes=(2, 3))         # N, F, H, W
-    return out.reshape(n, self.features, h * w).transpose(0, 2, 1) + bias
+    minv = jnp.asarray(_dft_constants(h, w)[4])
+    out = _shift_responses(_shift_lhs(x_NHWC), _shift_rhs(kernel), minv, bias)   # W, N, H, F
+    return out.transpose(1, 2, 0, 3).reshape(n, h * w, self.features)
+
+
+# -- fast translation orbit of a dense first layer ------------------------------------------------
+# XLA:CPU's FFT is slow and memory-bound, so the circular cross-correlation is done with matmuls:
+#   * a real DFT along W (cos / -sin rows for k = 0..W//2) of the image and of the kernel;
+#   * per frequency, the correlation along H as one matmul against a circulant of the image
+#     (rows (n, dy), contraction (re/im, v, c)) -> Q: the W real coefficients (13 re + 11 im for
+#     W = 24) of every response;
+#   * the inverse real DFT along W as a (W x W) matmul that writes rows in (dx, n, dy) order, the
+#     layout the next Dense consumes with no transpose.
+# Exact up to float rounding: out[dx] = 1/W sum_k c_k Re(conj(X_k) K_k e^{2 pi i k dx / W}).
+
+
+def _dft_constants(h: int, w: int):
+  kf = np.arange(w // 2 + 1)
+  ang = 2 * np.pi * np.outer(kf, np.arange(w)) / w
+  cos_m, sin_m = np.cos(ang), -np.sin(ang)                     # X_k = sum_u x_u e^{-i ang}
+  k_im = kf[(kf > 0) & (2 * kf != w)]                          # frequencies with an imaginary part
+  row_k = np.concatenate([kf, k_im])                           # W rows: re parts, then im parts
+  row_im = np.concatenate([np.zeros(kf.size, bool), np.ones(k_im.size, bool)])
+  c = np.where((kf == 0) | (2 * kf == w), 1.0, 2.0)
+  dx = np.arange(w)
+  minv = np.concatenate([c * np.cos(2 * np.pi * np.outer(dx, kf) / w),
+                         -2.0 * np.sin(2 * np.pi * np.outer(dx, k_im) / w)], axis=1) / w
+  circ = (np.arange(h)[None, :] - np.arange(h)[:, None]) % h   # [dy, v] -> v - dy
+  return (cos_m.astype(np.float32), sin_m.astype(np.float32), row_k, row_im,
+          minv.astype(np.float32), circ)
+
+
+def _shift_lhs(x_NHWC):
+  """(W rows, N, H, 2*H*C): the image's W-DFT, circulant along H."""
+  n, h, w, c = x_NHWC.shape
+  cos_m, sin_m, row_k, _, _, circ = _dft_constants(h, w)
+  xr = jnp.einsum("nuxc,kx->nkuc", x_NHWC, cos_m)
+  xi = jnp.einsum("nuxc,kx->nkuc", x_NHWC, sin_m)
+  xx = jnp.stack([xr, xi], axis=2)[:, :, :, circ]              # n, k, part, dy, v, c
+  xx = xx.transpose(1, 0, 3, 2, 4, 5)[row_k]                   # rows, n, dy, part, v, c
+  return xx.reshape(w, n, h, 2 * h * c)
+
+
+def _shift_rhs(kernel_HWCF):
+  """(W rows, 2*H*C, F): the kernel's W-DFT, combined so that lhs @ rhs = conj(X) K per row."""
+  h, w, c, f = kernel_HWCF.shape
+  cos_m, sin_m, row_k, row_im, _, _ = _dft_constants(h, w)
+  kr = jnp.einsum("vxcf,kx->kvcf", kernel_HWCF, cos_m)[row_k]
+  ki = jnp.einsum("vxcf,kx->kvcf", kernel_HWCF, sin_m)[row_k]
+  im = jnp.asarray(row_im)[:, None, None, None]
+  # re: Xr Kr + Xi Ki ; im: Xr Ki - Xi Kr
+  return jnp.stack([jnp.where(im, ki, kr), jnp.where(im, -kr, ki)], axis=1).reshape(w, 2 * h * c, f)
+
+
+def _shift_responses(lhs, rhs, minv, bias):
+  """Pre-activations of every shift: (W[dx], n, H[dy], F)."""
+  w, n, h, k = lhs.shape
+  f = rhs.shape[-1]
+  q = jnp.matmul(lhs.reshape(w, n * h, k), rhs)                # W rows, n*H, F
+  return jnp.matmul(minv, q.reshape(w, n * h * f)).reshape(w, n, h, f) + bias
+
+
+def _image_chunks(a, nb):
+  """(W, N, ...) -> (nb, W, N // nb, ...)."""
+  return a.reshape((a.shape[0], nb, a.shape[1] // nb) + a.shape[2:]).swapaxes(0, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _orbit_mean(lhs, rhs, minv, bias, rest, nb):
+  """mean over all shifts of relu(...relu(first(shift)) W_i + b_i...), in ``nb`` chunks of images,
+  so every per-shift activation stays in cache. -> (N, F)."""
+  return _orbit_mean_fwd(lhs, rhs, minv, bias, rest, nb)[0]
+
+
+def _orbit_mean_fwd(lhs, rhs, minv, bias, rest, nb):
+  def body(_, lhs_c):
+    o = _shift_responses(lhs_c, rhs, minv, bias)
+    w, nc, h, f = o.shape
+    z = nn.relu(o).reshape(w * nc * h, f)
+    saved = [z]                                   # each matmul input; its sign is relu's mask
+    for i, (kernel, b) in enumerate(rest):
+      zp = z @ kernel + b
+      z = nn.relu(zp)
+      saved.append(z if i < len(rest) - 1 else zp > 0)
+    return None, (z.reshape(w, nc, h, -1).mean(axis=(0, 2)), saved)
+
+  _, (feats, saved) = jax.lax.scan(body, None, _image_chunks(lhs, nb))
+  return feats.reshape(lhs.shape[1], -1), (lhs, rhs, minv, bias, rest, saved)
+
+
+def _orbit_mean_bwd(nb, res, g):
+  lhs, rhs, minv, bias, rest, saved = res
+  w, n, h, k = lhs.shape
+  g_chunks = g.reshape(nb, n // nb, -1) / (w * h)
+
+  def body(acc, inp):
+    d_rhs, d_bias, d_ws, d_bs = acc
+    lhs_c, g_c, sv = inp
+    nc = g_c.shape[0]
+    last_mask = sv[-1] if rest else sv[0] > 0
+    dz = (last_mask.reshape(w, nc, h, -1) * g_c[None, :, None, :]).reshape(w * nc * h, -1)
+    d_ws, d_bs = list(d_ws), list(d_bs)
+    for i in reversed(range(len(rest))):
+      z_in, (kernel, _) = sv[i], rest[i]
+      d_ws[i] = d_ws[i] + z_in.T @ dz
+      d_bs[i] = d_bs[i] + dz.sum(0)
+      dz = (dz @ kernel.T) * (z_in > 0)
+    f = dz.shape[-1]
+    dq = (minv.T @ dz.reshape(w, nc * h * f)).reshape(w, nc * h, f)
+    d_rhs = d_rhs + jnp.matmul(lhs_c.reshape(w, nc * h, k).swapaxes(1, 2), dq)
+    return (d_rhs, d_bias + dz.sum(0), tuple(d_ws), tuple(d_bs)), None
+
+  acc = (jnp.zeros_like(rhs), jnp.zeros_like(bias), tuple(jnp.zeros_like(kr) for kr, _ in rest),
+         tuple(jnp.zeros_like(b) for _, b in rest))
+  (d_rhs, d_bias, d_ws, d_bs), _ = jax.lax.scan(body, acc, (_image_chunks(lhs, nb), g_chunks,
+                                                             saved))
+  return (jnp.zeros_like(lhs), d_rhs, jnp.zeros_like(minv), d_bias,
+          [(a, b) for a, b in zip(d_ws, d_bs)])
+
+
+_orbit_mean.defvjp(lambda *a: _orbit_mean_fwd(*a[:5], a[5]), _orbit_mean_bwd)
+
+_ROWS_PER_CHUNK = 1152     # shifted copies per scan step (2 images of 24 x 24): fits in cache
+
+
+def _num_chunks(n: int, order: int) -> int:
+  per = max(1, _ROWS_PER_CHUNK // order)
+  per = max(d for d in range(1, min(per, n) + 1) if n % d == 0)
+  return n // per
 
 
 class MLP(nn.Module):
@@ -71,8 +196,22 @@ class MLP(nn.Module):
     return self._after_first(self.first(x_NHWC))
 
   def embed_translation_orbit(self, x_NHWC):
-    """Features of every cyclic shift of x: (N, H*W, F); the first layer by FFT."""
+    """Features of every cyclic shift of x: (N, H*W, F); the first layer by DFT matmuls."""
     return self._after_first(self.first.all_shifts(x_NHWC))
+
+  def translation_orbit_mean(self, x_NHWC):
+    """mean over all H*W cyclic shifts of ``embed``: (N, F). Same value as
+    ``embed_translation_orbit(x).mean(1)``, computed in chunks of images that stay in cache,
+    with a hand-written backward pass that keeps only each matmul's input."""
+    if self.is_initializing():
+      return self.embed_translation_orbit(x_NHWC).mean(axis=1)
+    n, h, w, _ = x_NHWC.shape
+    kernel, bias = self.first.params_for(x_NHWC.shape[1:])
+    rest = [(layer.variables["params"]["kernel"], layer.variables["params"]["bias"])
+            for layer in self.rest]
+    minv = jnp.asarray(_dft_constants(h, w)[4])
+    return _orbit_mean(_shift_lhs(x_NHWC), _shift_rhs(kernel), minv, bias, rest,
+                       _num_chunks(n, h * w))
 
   def classify(self, features):
     return self.head(features)
@@ -89,6 +228,73 @@ def circular_pad(x_NHWC, pad: int):
   return jnp.concatenate([x[:, :, -pad:], x, x[:, :, :pad]], axis=2)
 
 
+def _offsets(k: int):
+  p = k // 2
+  return [(i - p, j - p) for i in range(k) for j in range(k)]
+
+
+def _circular_patches(x_NHWC, k: int):
+  """im2col with wrap-around: (..., H, W, k*k*C), tap (i, j) = x[y + i - k//2, x + j - k//2]."""
+  return jnp.concatenate([jnp.roll(x_NHWC, (-a, -b), axis=(1, 2)) for a, b in _offsets(k)], -1)
+
+
+_IMAGES_PER_CHUNK = 4      # 4 x 24 x 24 patch rows of 9 * 32 floats: fits in cache
+
+
+def _batch_chunks(n: int) -> int:
+  return n // max(d for d in range(1, min(_IMAGES_PER_CHUNK, n) + 1) if n % d == 0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _circular_conv(x_NHWC, kernel_KKIO, nb):
+  """Circular cross-correlation (stride 1, odd k) as im2col matmuls over ``nb`` chunks of images."""
+  k, _, _, o = kernel_KKIO.shape
+  w = kernel_KKIO.reshape(-1, o)
+  y = jax.lax.map(lambda xc: _circular_patches(xc, k) @ w,
+                  x_NHWC.reshape((nb, -1) + x_NHWC.shape[1:]))
+  return y.reshape(x_NHWC.shape[:3] + (o,))
+
+
+def _circular_conv_fwd(x_NHWC, kernel_KKIO, nb):
+  return _circular_conv(x_NHWC, kernel_KKIO, nb), (x_NHWC, kernel_KKIO)
+
+
+def _circular_conv_bwd(nb, res, dy):
+  # dW = patches(x)^T dy; dx = the circular correlation of dy with the flipped, transposed kernel.
+  x, kernel = res
+  k, _, i, o = kernel.shape
+  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * o, i)
+
+  def body(dw, inp):
+    xc, dyc = inp
+    dw = dw + _circular_patches(xc, k).reshape(-1, k * k * i).T @ dyc.reshape(-1, o)
+    return dw, _circular_patches(dyc, k) @ flipped
+
+  chunk = lambda a: a.reshape((nb, -1) + a.shape[1:])
+  dw, dx = jax.lax.scan(body, jnp.zeros((k * k * i, o), kernel.dtype), (chunk(x), chunk(dy)))
+  return dx.reshape(x.shape), dw.reshape(kernel.shape)
+
+
+_circular_conv.defvjp(_circular_conv_fwd, _circular_conv_bwd)
+
+
+class CircularConv(nn.Module):
+  """Conv with wrap-around padding, stride 1, odd kernel; same parameters as ``nn.Conv``."""
+
+  features: int
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, x_NHWC):
+    if self.kernel_size % 2 != 1:
+      raise ValueError(f"CircularConv needs an odd kernel_size, got {self.kernel_size}")
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x_NHWC.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return _circular_conv(x_NHWC, kernel, _batch_chunks(x_NHWC.shape[0])) + bias
+
+
 class CircularCNN(nn.Module):
   """Circular convs (stride 1) + global average pool: exactly invariant to cyclic shifts."""
 
@@ -97,13 +303,12 @@ class CircularCNN(nn.Module):
   num_classes: int = 10
 
   def setup(self):
-    self.convs = [nn.Conv(c, (self.kernel_size,) * 2, padding="VALID") for c in self.channels]
+    self.convs = [CircularConv(c, self.kernel_size) for c in self.channels]
     self.head = nn.Dense(self.num_classes)
 
   def feature_maps(self, x_NHWC):
-    pad = self.kernel_size // 2
     for conv in self.convs:
-      x_NHWC = nn.relu(conv(circular_pad(x_NHWC, pad)))
+      x_NHWC = nn.relu(conv(x_NHWC))
     return x_NHWC
 
   def embed(self, x_NHWC):

@@ -23,12 +23,16 @@ def orbit_outputs(fn: Callable, x_NHWC, group: groups_lib.Group, elements=None):
   return jax.lax.map(lambda g: fn(group.act(g, x_NHWC)), elements)
 
 
+def relative_change(outs_G, ref):
+  """||outs[g] - ref||_F / ||ref||_F for each g (works on numpy and jax arrays)."""
+  xp = jnp if isinstance(outs_G, jax.Array) else __import__("numpy")
+  diff = xp.sqrt(xp.sum((outs_G - ref[None]) ** 2, axis=tuple(range(1, outs_G.ndim))))
+  return diff / xp.maximum(xp.sqrt(xp.sum(ref ** 2)), 1e-12)
+
+
 def invariance_errors(fn: Callable, x_NHWC, group: groups_lib.Group, elements=None):
   """Per-element relative change ||fn(g.x) - fn(x)||_F / ||fn(x)||_F over the batch -> (|elements|,)."""
-  ref = fn(x_NHWC)
-  outs = orbit_outputs(fn, x_NHWC, group, elements)
-  diff = jnp.sqrt(jnp.sum((outs - ref[None]) ** 2, axis=tuple(range(1, outs.ndim))))
-  return diff / jnp.maximum(jnp.sqrt(jnp.sum(ref ** 2)), 1e-12)
+  return relative_change(orbit_outputs(fn, x_NHWC, group, elements), fn(x_NHWC))
 
 
 def invariance_error(fn: Callable, x_NHWC, group: groups_lib.Group, elements=None) -> jnp.ndarray:

@@ -7,7 +7,8 @@
                        example: an unbiased estimate of the full orbit's feature mean.
 * ``mode="fast"``    - the full *translation* orbit of an ``MLP`` whose first layer is dense: its
                        responses to all |G| = H*W cyclic shifts are one circular cross-correlation,
-                       computed by FFT instead of |G| matmuls (``FlatDense.all_shifts``).
+                       computed with real-DFT matmuls instead of |G| dense matmuls (``FlatDense.all_shifts``,
+                       ``MLP.translation_orbit_mean``).
 
 Because the head is linear in the features, the orbit model's logits are the mean of the logits of
 the transformed copies; cross-entropy is convex in the logits, so by Jensen
@@ -51,11 +52,11 @@ def orbit_features(model: nn.Module, params, x_NHWC, group: groups_lib.Group,
 
 
 def translation_orbit_features(model: nn.Module, params, x_NHWC):
-  """Fast path: mean over all cyclic shifts of an MLP's features, first layer by FFT -> (N, F)."""
+  """Fast path: mean over all cyclic shifts of an MLP's features, first layer by DFT matmuls
+  (``MLP.translation_orbit_mean``) -> (N, F)."""
   if not isinstance(model, encoders.MLP):
     raise ValueError(f"the fast translation-orbit path needs an MLP, got {type(model).__name__}")
-  feats_NGF = model.apply(params, x_NHWC, method=model.embed_translation_orbit)
-  return feats_NGF.mean(axis=1)
+  return model.apply(params, x_NHWC, method=model.translation_orbit_mean)
 
 
 def sampled_orbit_features(model: nn.Module, params, x_NHWC, group: groups_lib.Group, key,

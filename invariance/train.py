@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, Optional
 
@@ -51,9 +52,15 @@ def data_mesh():
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def _batch_sharding(mesh, batch):
-  spec = jax.sharding.PartitionSpec("data")
-  return jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, spec), batch)
+@functools.lru_cache(maxsize=64)
+def _jitted_step(loss_fn: Callable, optimizer: optax.GradientTransformation, mesh):
+  """The jitted update for (loss_fn, optimizer, mesh); cached so that reusing the same loss and
+  optimizer objects (e.g. the seeds of one model) compiles once."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batch_shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  return jax.jit(make_step(loss_fn, optimizer),
+                 in_shardings=(replicated, replicated, batch_shard, replicated),
+                 out_shardings=replicated, donate_argnums=(0, 1))
 
 
 def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
@@ -124,11 +131,7 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
     logging.info("%s: resumed from checkpoint at step %d", config.name, start)
 
   first = batch_at(start)
-  batch_shard = _batch_sharding(mesh, first)
-  step_fn = jax.jit(make_step(loss_fn, optimizer),
-                    in_shardings=(replicated, replicated, batch_shard, replicated),
-                    out_shardings=(replicated, replicated, replicated, replicated),
-                    donate_argnums=(0, 1))
+  step_fn = _jitted_step(loss_fn, optimizer, mesh)
   batch_size = int(jax.tree.leaves(first)[0].shape[0])
 
   history = {"loss": [], "logged_steps": [], "resumed_from": resumed_from}

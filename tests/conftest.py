@@ -12,3 +12,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # the RBG generator compiles in a fraction of that. Tests only need seeded determinism, not a
 # particular stream, so the suite uses it (subprocesses started by CLI tests inherit it).
 os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
+
+# One persistent XLA compilation cache for the session: the CLI tests run the same programs
+# several times (smoke, rerun, resume), and later runs load them instead of recompiling.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("INVARIANCE_TEST_CACHE", tempfile.mkdtemp(prefix="invariance-jax-cache-"))

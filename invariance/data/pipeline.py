@@ -94,15 +94,15 @@ def epoch_order(shard, seed: int, process_index: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, process_index, epoch]).permutation(shard)
 
 
-def train_batches(arrays: dict, batch_size: int, seed: int, process_index: int = 0,
-                  process_count: int = 1):
-  """Infinite iterator of dict batches from this process's shard, reshuffled every epoch.
+def train_batch_fn(arrays: dict, batch_size: int, seed: int, process_index: int = 0,
+                   process_count: int = 1):
+  """Random access to the training stream: ``batch_at(step)`` -> dict batch of this process.
 
   Step ``t`` takes positions ``[t * batch_size, (t + 1) * batch_size)`` of the endless stream
   ``epoch_order(shard, seed, process_index, 0) ++ epoch_order(..., 1) ++ ...`` (like grain's
   ``shuffle(seed).repeat().batch(batch_size)``, but one vectorised gather per batch instead of a
-  Python call per example). The iterator is a grain ``DatasetIterator`` (``get_state`` /
-  ``set_state`` for checkpointing).
+  Python call per example). Being a function of the step, it makes resumed training see exactly
+  the batches an uninterrupted run sees (``train.fit`` takes it directly).
   """
   arrays = _check_arrays(arrays)
   batch_size = _check_int("batch_size", batch_size, 1)
@@ -124,6 +124,13 @@ def train_batches(arrays: dict, batch_size: int, seed: int, process_index: int =
       idx[epoch == e] = order(int(e))[offset[epoch == e]]
     return gather(idx)[0]
 
+  return batch_at
+
+
+def train_batches(arrays: dict, batch_size: int, seed: int, process_index: int = 0,
+                  process_count: int = 1):
+  """Infinite grain iterator over ``train_batch_fn``'s stream (``get_state`` / ``set_state``)."""
+  batch_at = train_batch_fn(arrays, batch_size, seed, process_index, process_count)
   return iter(_over_steps(sys.maxsize, batch_at))
 
 

@@ -1,0 +1,236 @@
+"""What every study main shares: flag errors, the workdir contract, resumable rows, results files.
+
+The workdir contract:
+  * ``flags.json``   - the flags that made this workdir. A rerun with different result-defining
+                       flags is refused (one-line error) instead of mixing results.
+  * ``rows/*.json``  - one finished (model, seed) row each, written atomically; a rerun skips them.
+  * ``checkpoints/<model>/<seed>`` - orbax checkpoints of unfinished (and finished) training.
+  * ``results.json``, ``results.md``, ``*.png`` - written atomically (temp file + rename) only
+    once every row exists, so earlier results are never replaced by partial ones.
+"""
+from __future__ import annotations
+
+import json
+import logging as logging_std
+import math
+import os
+import sys
+import tempfile
+from typing import Any, Callable, Iterable, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+# Flags that do not change results (so a rerun may change them freely).
+RUN_ONLY_FLAGS = ("workdir", "log_every", "checkpoint_every", "distributed", "compile_cache")
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Keep progress lines readable: drop orbax's INFO chatter (warnings and errors still show)."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
+
+flags.DEFINE_string("workdir", None, "Where checkpoints and results go.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; one row per model x seed.")
+flags.DEFINE_integer("log_every", 200, "Steps between progress lines.")
+flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
+flags.DEFINE_string("compile_cache", os.path.join(os.path.expanduser("~"), ".cache", "invariance_lab",
+                                                  "jax"),
+                    "Persistent XLA compilation cache ('' disables): later seeds, reruns and "
+                    "resumes load compiled programs instead of recompiling them.")
+flags.DEFINE_enum("prng_impl", "rbg", ["rbg", "threefry2x32", "unsafe_rbg"],
+                  "jax PRNG implementation. rbg compiles in a fraction of threefry's time on "
+                  "XLA:CPU (threefry's unrolled rounds cost ~5 s per small init here).")
+
+
+class FlagError(ValueError):
+  """A bad flag value: printed as one line, exit code 2, nothing written."""
+
+
+def fail(flag: str, value, allowed: str):
+  raise FlagError(f"--{flag}={value}: {allowed}")
+
+
+def parse_seeds() -> list[int]:
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    fail("seeds", ",".join(FLAGS.seeds), "allowed: comma-separated integers >= 0")
+  if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+    fail("seeds", ",".join(FLAGS.seeds), "allowed: distinct integers >= 0, at least one")
+  return seeds
+
+
+def check_choices(flag: str, values: Sequence[str], allowed: Sequence[str]) -> list[str]:
+  values = list(values)
+  bad = [v for v in values if v not in allowed]
+  if bad or not values:
+    fail(flag, ",".join(values), f"unknown {bad[0]!r}; allowed: {', '.join(allowed)}" if bad else
+         f"allowed: one or more of {', '.join(allowed)}")
+  return values
+
+
+def check_positive(flag: str, value, low=1):
+  if value is None or value < low:
+    fail(flag, value, f"allowed: >= {low}")
+  return value
+
+
+def main_wrapper(main: Callable[[], Any]):
+  """absl entry point: flag errors and bad input become one line on stderr and exit code 2."""
+
+  def _main(argv):
+    if len(argv) > 1:
+      fail("argv", " ".join(argv[1:]), "unexpected positional arguments")
+    import jax
+    jax.config.update("jax_default_prng_impl", FLAGS.prng_impl)
+    if FLAGS.compile_cache:
+      jax.config.update("jax_compilation_cache_dir", FLAGS.compile_cache)
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    main()
+
+  def run():
+    try:
+      app.run(_main, flags_parser=_parse_flags)
+    except (FlagError, ValueError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    except FloatingPointError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(3)
+
+  return run
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {str(e).splitlines()[0].replace('ERROR:: ', '')}", file=sys.stderr)
+    sys.exit(2)
+
+
+def result_flags(names: Iterable[str]) -> dict:
+  """The flag values that define results (JSON-friendly)."""
+  return {n: FLAGS[n].value for n in sorted(names) if n not in RUN_ONLY_FLAGS}
+
+
+# -- atomic files ---------------------------------------------------------------------------------
+def write_atomic(path: str, data: bytes | str) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data.encode() if isinstance(data, str) else data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str, obj) -> None:
+  write_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def save_figure(fig, path: str) -> None:
+  import io
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+  write_atomic(path, buf.getvalue())
+
+
+# -- the workdir ----------------------------------------------------------------------------------
+class Workdir:
+  """Rows, checkpoints and results of one study in one directory (see module docstring)."""
+
+  def __init__(self, path: str, study: str, flag_values: dict):
+    if not path:
+      fail("workdir", path, "allowed: a directory path (required)")
+    self.path, self.study, self.flags = path, study, flag_values
+    self.rows_dir = os.path.join(path, "rows")
+    stored = os.path.join(path, "flags.json")
+    if os.path.exists(stored):
+      with open(stored) as f:
+        previous = json.load(f)
+      if previous != flag_values:
+        changed = sorted(k for k in set(previous) | set(flag_values)
+                         if previous.get(k) != flag_values.get(k))
+        fail("workdir", path, f"holds results made with different flags ({', '.join(changed)}); "
+             "allowed: the same flags, or a new --workdir")
+    else:
+      write_json(stored, flag_values)
+
+  def checkpoint_dir(self, model: str, seed: int) -> str:
+    return os.path.abspath(os.path.join(self.path, "checkpoints", model, str(seed)))
+
+  def _row_path(self, key: str) -> str:
+    return os.path.join(self.rows_dir, key + ".json")
+
+  def row(self, key: str, compute: Callable[[], dict]) -> dict:
+    """The finished row ``key``, computed (and saved atomically) only if it is not there yet."""
+    path = self._row_path(key)
+    if os.path.exists(path):
+      with open(path) as f:
+        logging.info("%s: %s already finished, reusing its row", self.study, key)
+        return json.load(f)
+    row = compute()
+    write_json(path, row)
+    return row
+
+  def file(self, name: str) -> str:
+    return os.path.join(self.path, name)
+
+
+# -- summaries and tables -------------------------------------------------------------------------
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+  n = len(values)
+  mean = sum(values) / n
+  sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+  return mean, sd
+
+
+def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence[str]) -> list[dict]:
+  """Mean and sd of each metric over the rows that share ``group_keys`` (e.g. over seeds)."""
+  groups: dict[tuple, list[dict]] = {}
+  for r in rows:
+    groups.setdefault(tuple(r[k] for k in group_keys), []).append(r)
+  out = []
+  for key, rs in groups.items():
+    entry = dict(zip(group_keys, key))
+    entry["n"] = len(rs)
+    for m in metrics:
+      entry[m + "_mean"], entry[m + "_sd"] = mean_sd([float(r[m]) for r in rs])
+    out.append(entry)
+  return out
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def pm(entry: dict, metric: str, fmt: str = "{:.3f}") -> str:
+  return (fmt + " ± " + fmt).format(entry[metric + "_mean"], entry[metric + "_sd"])
+
+
+# -- appended for the contrastive study -----------------------------------------------------------
+def flatten(row: dict, sep: str = ".") -> dict:
+  """Nested dicts of metrics as one flat dict: ``{"probe_acc": {"light": x}}`` -> ``probe_acc.light``
+  (so ``summarize`` can average metrics keyed by attribute)."""
+  out = {}
+  for key, value in row.items():
+    if isinstance(value, dict):
+      out.update({f"{key}{sep}{k}": v for k, v in flatten(value, sep).items()})
+    else:
+      out[key] = value
+  return out

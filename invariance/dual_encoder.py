@@ -1,0 +1,155 @@
+"""A CLIP-style dual encoder (Flax linen) for dashcam scenes and their captions.
+
+* Image tower: three 3x3 convolutions (widths 16, 32, 32; strides 2, 2, 1 keep it cheap on 32x32
+  scenes) with ReLU, a global average pool, a dense ReLU layer (``penultimate``) and a linear
+  projection to ``embed_dim``. ``image_features`` also returns the first conv layer's map pooled
+  to a 4x4 grid (``conv1_grid``, the earliest features) and the globally pooled last conv layer.
+* Text tower: token embeddings, mean-pooled over the non-pad tokens (id 0 is padding), an MLP and a
+  linear projection to ``embed_dim``. Captions are short bags of words; their counts (mean pooling
+  keeps them) already tell every caption the policies produce apart.
+* Both embeddings are L2-normalised. The loss's learnable scalars are parameters of the module:
+  ``log_scale`` for ``loss="clip"``, ``t_prime`` and ``bias`` for ``loss="siglip"`` (initialised as
+  in ``invariance.contrastive``).
+
+Methods (use with ``model.apply(params, x, method=...)``): ``embed_image``, ``embed_text``,
+``image_features`` (dict with ``conv``, ``penultimate`` and ``embedding``) and ``__call__``
+(both embeddings). ``make_loss_fn(model)`` gives the ``train.fit`` loss over batches with
+``images`` (N, H, W, 3) and ``tokens`` (N, L).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from invariance import contrastive
+
+LOSSES = ("clip", "siglip")
+
+
+class ImageTower(nn.Module):
+  """Conv stack -> global average pool -> dense ReLU, returning the features probes look at.
+
+  ``conv1_grid``: the first conv layer's ReLU map average-pooled to a ``grid x grid`` layout and
+  flattened (the earliest features; small objects such as the 2x2 lamp survive a coarse layout
+  but not a global pool). ``pooled``: the last conv layer after the global average pool.
+  ``penultimate``: the dense ReLU layer the projection reads.
+  """
+
+  widths: Sequence[int] = (16, 32, 32)
+  strides: Sequence[int] = (2, 2, 1)
+  hidden: int = 128
+  grid: int = 4
+
+  @nn.compact
+  def __call__(self, images_NHWC) -> dict:
+    chex.assert_rank(images_NHWC, 4)
+    x, first = images_NHWC, None
+    for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
+      x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="SAME",
+                          name=f"conv{i}")(x))
+      first = x if first is None else first
+    pooled_NC = jnp.mean(x, axis=(1, 2))
+    return {"conv1_grid": grid_pool(first, self.grid), "pooled": pooled_NC,
+            "penultimate": nn.relu(nn.Dense(self.hidden, name="dense")(pooled_NC))}
+
+
+def grid_pool(maps_NHWC, grid: int):
+  """Average pool to ``grid x grid`` cells, flattened to (N, grid * grid * C)."""
+  n, h, w, c = maps_NHWC.shape
+  if h % grid or w % grid:
+    raise ValueError(f"grid={grid} does not divide the {h}x{w} feature map; allowed: a divisor")
+  cells = maps_NHWC.reshape(n, grid, h // grid, grid, w // grid, c).mean(axis=(2, 4))
+  return cells.reshape(n, grid * grid * c)
+
+
+class TextTower(nn.Module):
+  """Token embeddings, masked mean pool over non-pad tokens, MLP."""
+
+  vocab_size: int
+  width: int = 64
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, tokens_NL):
+    chex.assert_rank(tokens_NL, 2)
+    emb_NLW = nn.Embed(self.vocab_size, self.width, name="embed")(tokens_NL)
+    mask_NL1 = (tokens_NL != 0)[..., None].astype(emb_NLW.dtype)
+    pooled_NW = jnp.sum(emb_NLW * mask_NL1, axis=1) / jnp.maximum(jnp.sum(mask_NL1, axis=1), 1.0)
+    return nn.relu(nn.Dense(self.hidden, name="dense")(pooled_NW))
+
+
+class DualEncoder(nn.Module):
+  vocab_size: int
+  embed_dim: int = 8
+  loss: str = "clip"
+  widths: Sequence[int] = (16, 32, 32)
+  strides: Sequence[int] = (2, 2, 1)
+  hidden: int = 128
+  text_width: int = 64
+
+  def setup(self):
+    if self.loss not in LOSSES:
+      raise ValueError(f"loss={self.loss!r} is unknown; allowed: {', '.join(LOSSES)}")
+    if self.embed_dim < 1:
+      raise ValueError(f"embed_dim={self.embed_dim} is invalid; allowed: an int >= 1")
+    self.image_tower = ImageTower(self.widths, self.strides, self.hidden)
+    self.image_proj = nn.Dense(self.embed_dim)
+    self.text_tower = TextTower(self.vocab_size, self.text_width, self.hidden)
+    self.text_proj = nn.Dense(self.embed_dim)
+    if self.loss == "clip":
+      self.log_scale = self.param("log_scale", lambda _: contrastive.init_clip_temperature())
+    else:
+      t_prime, bias = contrastive.init_siglip_params()
+      self.t_prime = self.param("t_prime", lambda _: t_prime)
+      self.bias = self.param("bias", lambda _: bias)
+
+  def image_features(self, images_NHWC) -> dict:
+    """``conv1_grid`` (N, 16 widths[0]), ``pooled`` (N, widths[-1]), ``penultimate`` (N, hidden)
+    and ``embedding`` (N, embed_dim), see ``ImageTower``."""
+    feats = self.image_tower(images_NHWC)
+    return {**feats, "embedding": contrastive.l2_normalize(self.image_proj(feats["penultimate"]))}
+
+  def embed_image(self, images_NHWC):
+    return self.image_features(images_NHWC)["embedding"]
+
+  def embed_text(self, tokens_NL):
+    return contrastive.l2_normalize(self.text_proj(self.text_tower(tokens_NL)))
+
+  def loss_params(self) -> tuple:
+    """The loss's learnable scalars: ``(log_scale,)`` or ``(t_prime, bias)``."""
+    return (self.log_scale,) if self.loss == "clip" else (self.t_prime, self.bias)
+
+  def __call__(self, images_NHWC, tokens_NL):
+    img_NE, txt_NE = self.embed_image(images_NHWC), self.embed_text(tokens_NL)
+    chex.assert_shape([img_NE, txt_NE], (images_NHWC.shape[0], self.embed_dim))
+    return img_NE, txt_NE, self.loss_params()
+
+
+def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None) -> Callable:
+  """``loss_fn(params, batch, rng) -> (loss, aux)`` for ``train.fit`` (batch: images, tokens).
+
+  ``train.fit`` jits over the global batch (XLA partitions it), so ``axis_name`` stays None there;
+  pass one only when calling the loss per device under ``shard_map`` / ``pmap``.
+  """
+
+  def loss_fn(params, batch, rng):
+    del rng
+    img_NE, txt_NE, scalars = model.apply(params, batch["images"], batch["tokens"])
+    if model.loss == "clip":
+      loss = contrastive.clip_loss(img_NE, txt_NE, *scalars, axis_name=axis_name)
+      aux = {"scale": contrastive.clip_logit_scale(scalars[0])}
+    else:
+      loss = contrastive.siglip_loss(img_NE, txt_NE, *scalars, axis_name=axis_name)
+      aux = {"t": jnp.exp(scalars[0]), "b": scalars[1]}
+    return loss, aux
+
+  return loss_fn
+
+
+def example_inputs(image_size: int = 32, max_len: int = 8):
+  """Dummy ``(images, tokens)`` of batch 1 for ``model.init``."""
+  return (jnp.zeros((1, image_size, image_size, 3), jnp.float32), jnp.ones((1, max_len), jnp.int32))

@@ -1,0 +1,71 @@
+"""Linear probes on frozen features (scikit-learn): what information does a representation keep?
+
+A probe standardises the features (statistics of the training split only) and fits a multinomial
+logistic regression; its accuracy on held-out examples says how linearly decodable a label is.
+Chance is ``1 / classes`` for balanced labels (``chance``), e.g. 25% for car colour, 50% for the
+light. Everything here is numpy in, floats out; scikit-learn is imported lazily.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+MAX_ITER = 2000
+
+
+def _as_2d(name: str, x) -> np.ndarray:
+  x = np.asarray(x, np.float64)
+  if x.ndim < 2 or x.shape[0] < 1:
+    raise ValueError(f"{name} has shape {x.shape}; allowed: (N, ...) with N >= 1 examples")
+  return x.reshape(x.shape[0], -1)
+
+
+def _as_labels(name: str, y, n: int) -> np.ndarray:
+  y = np.asarray(y)
+  if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"{name} has shape {y.shape} dtype {y.dtype}; allowed: ints of shape ({n},)")
+  return y
+
+
+def linear_probe(features_train, labels_train, features_test, labels_test,
+                 c: float = 1.0, seed: int = 0) -> float:
+  """Held-out accuracy of standardise + LogisticRegression fitted on the training split.
+
+  Features of any shape (N, ...) are flattened. If the training labels hold a single class the
+  probe predicts it (accuracy = that class's share of the test labels).
+  """
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  from sklearn.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
+
+  x_tr, x_te = _as_2d("features_train", features_train), _as_2d("features_test", features_test)
+  if x_tr.shape[1] != x_te.shape[1]:
+    raise ValueError(f"features_train has {x_tr.shape[1]} features but features_test has "
+                     f"{x_te.shape[1]}; allowed: the same feature dimension")
+  y_tr = _as_labels("labels_train", labels_train, x_tr.shape[0])
+  y_te = _as_labels("labels_test", labels_test, x_te.shape[0])
+  classes = np.unique(y_tr)
+  if len(classes) == 1:
+    return float(np.mean(y_te == classes[0]))
+  probe = make_pipeline(StandardScaler(),
+                        LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed))
+  probe.fit(x_tr, y_tr)
+  return float(probe.score(x_te, y_te))
+
+
+def probe_all(features_train, attrs_train: Mapping[str, np.ndarray], features_test,
+              attrs_test: Mapping[str, np.ndarray], c: float = 1.0) -> dict[str, float]:
+  """``{attribute: held-out accuracy}`` of one linear probe per attribute on the same features."""
+  missing = sorted(set(attrs_train) ^ set(attrs_test))
+  if missing:
+    raise ValueError(f"attrs_train and attrs_test differ in attributes {missing}; allowed: the "
+                     "same attribute keys")
+  return {name: linear_probe(features_train, attrs_train[name], features_test, attrs_test[name], c)
+          for name in attrs_train}
+
+
+def chance(labels) -> float:
+  """Accuracy of always predicting the most frequent label (the probe's floor)."""
+  _, counts = np.unique(np.asarray(labels), return_counts=True)
+  return float(counts.max() / counts.sum())

@@ -1,0 +1,77 @@
+"""The contrastive study's CLI: the smoke flagfile end to end, and bad flags fail before any work."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "experiments/configs/contrastive_smoke.flags"
+ATTRS = {"car_color", "light", "pedestrian", "clouds"}
+PER_ATTRIBUTE = ("probe_acc", "probe_acc_conv", "probe_acc_pooled", "probe_acc_penultimate",
+                 "random_init_probe_acc", "random_init_probe_acc_conv", "embedding_invariance")
+
+
+def _cli(*args):
+  # One CPU device: the CLI is under test here, not data parallelism (tests/test_train.py), and
+  # compiling for conftest's 8 virtual devices makes the smoke run several times slower.
+  env = dict(os.environ, XLA_FLAGS=" ".join(
+      f for f in os.environ.get("XLA_FLAGS", "").split()
+      if not f.startswith("--xla_force_host_platform_device_count")))
+  return subprocess.Popen([sys.executable, "-m", "experiments.contrastive", *args], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_smoke_flagfile_end_to_end(tmp_path):
+  workdir = tmp_path / "smoke"
+  out, err = _cli(f"--flagfile={SMOKE}", f"--workdir={workdir}").communicate(timeout=300)
+  assert not err.count("Traceback"), err[-3000:]
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["study"] == "contrastive"
+  assert results["flags"]["losses"] == ["clip", "siglip"]
+  rows = results["rows"]
+  assert {(r["loss"], r["mention_prob"]) for r in rows} == {
+      (loss, p) for loss in ("clip", "siglip") for p in (0.0, 1.0)}
+  for r in rows:
+    assert r["embed_dim"] == 4 and r["seed"] == 0 and r["train_seconds"] > 0
+    for field in PER_ATTRIBUTE:
+      assert set(r[field]) == ATTRS, field
+      assert all(0.0 <= v <= 1.0 + 1e-6 for v in r[field].values()), (field, r[field])
+    assert 0.0 <= r["zero_shot_acc"] <= 1.0
+    assert r["mentions"] == (0 if r["mention_prob"] == 0 else 256)
+  assert [p["seed"] for p in results["pixel_rows"]] == [0]
+  assert set(results["pixel_rows"][0]["probe_acc"]) == ATTRS
+  assert len(results["summary"]) == 4 and "probe_acc/light_mean" in results["summary"][0]
+  assert "| loss | p | dim |" in (workdir / "results.md").read_text()
+  assert (workdir / "probe_vs_p.png").stat().st_size > 0
+  assert sorted(os.listdir(workdir / "checkpoints")) == [
+      "clip_p0_d4", "clip_p1_d4", "siglip_p0_d4", "siglip_p1_d4"]
+  assert os.listdir(workdir / "checkpoints" / "clip_p0_d4") == ["0"]
+
+
+BAD = {
+    "losses": ["--losses=clip,triplet"],
+    "mention_probs": ["--mention_probs=0,1.5"],
+    "embed_dims": ["--embed_dims=0"],
+    "attribute": ["--attribute=weather"],
+    "flagfile": ["--flagfile=experiments/configs/no_such.flags"],
+}
+
+
+def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(tmp_path):
+  workdir = tmp_path / "earlier"
+  workdir.mkdir()
+  (workdir / "results.json").write_text('{"study": "contrastive", "rows": ["earlier"]}')
+  before = sorted(os.listdir(workdir))
+  # All bad invocations at once (each is mostly interpreter and jax start-up).
+  procs = {flag: _cli(f"--flagfile={SMOKE}", f"--workdir={workdir}", *args)
+           for flag, args in BAD.items()}
+  for flag, proc in procs.items():
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, flag
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, (flag, err)
+    assert flag in lines[0] and lines[0].startswith("error:"), (flag, lines[0])
+  assert sorted(os.listdir(workdir)) == before
+  assert json.loads((workdir / "results.json").read_text())["rows"] == ["earlier"]

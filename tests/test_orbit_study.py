@@ -1,0 +1,117 @@
+"""CLI tests of the orbit study: smoke run + schema, kill/resume gives identical results, bad flags."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "experiments/configs/orbit_smoke.flags"
+# The smoke flagfile with fewer models keeps the resume test short; the full smoke runs once.
+RESUME_MODELS = "--models=mlp,orbit_full,cnn_gap"
+
+
+def run_study(workdir, *extra, timeout=300):
+  cmd = [sys.executable, "-m", "experiments.orbit", f"--flagfile={SMOKE}", f"--workdir={workdir}",
+         f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *extra]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def load(workdir):
+  with open(os.path.join(workdir, "results.json")) as f:
+    return json.load(f)
+
+
+def without_timing(results):
+  """Everything but wall-clock fields, which no rerun can reproduce."""
+  strip = lambda d: {k: v for k, v in d.items() if "seconds" not in k}
+  return {**results, "rows": [strip(r) for r in results["rows"]],
+          "summary": [strip(s) for s in results["summary"]]}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("orbit") / "smoke")
+  proc = run_study(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def test_smoke_run_writes_results_with_schema(smoke):
+  results = load(smoke)
+  assert results["study"] == "orbit"
+  assert {"flags", "rows", "summary", "jensen"} <= set(results)
+  models = {r["model"] for r in results["rows"]}
+  assert models == {"mlp", "mlp_aug_support", "mlp_aug_full", "orbit_full", "orbit_sampled",
+                    "cnn_gap", "cnn_flat", "learned_aug"}
+  for row in results["rows"]:
+    for key in ("model", "seed", "acc_in_support", "acc_out_of_support", "invariance_error",
+                "train_seconds"):
+      assert key in row, key
+    assert 0.0 <= row["acc_in_support"] <= 1.0
+  by = {r["model"]: r for r in results["rows"]}
+  assert by["orbit_full"]["invariance_error"] <= 1e-5       # hard/orbit invariance, even tiny
+  assert by["cnn_gap"]["invariance_error"] <= 1e-5
+  assert by["mlp"]["invariance_error"] > 1e-2               # ... and the control is not
+  assert results["jensen"]["violations"] == 0 and results["jensen"]["evaluated_batches"] > 0
+  for s in results["summary"]:
+    assert {"model", "acc_in_support_mean", "acc_in_support_sd"} <= set(s)
+  for name in ("results.md", "accuracy.png", "invariance_error.png"):
+    assert os.path.getsize(os.path.join(smoke, name)) > 0
+
+
+def test_rerun_of_a_finished_study_retrains_nothing_and_matches(smoke):
+  before = load(smoke)
+  proc = run_study(smoke)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "resumed" not in proc.stderr and "step 10/" not in proc.stderr   # no training at all
+  assert load(smoke) == before
+
+
+def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path):
+  ref_dir, killed_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
+  steps = ["--steps=60", "--checkpoint_every=20", "--log_every=5", RESUME_MODELS]
+  assert run_study(ref_dir, *steps).returncode == 0
+  cmd = [sys.executable, "-m", "experiments.orbit", f"--flagfile={SMOKE}", f"--workdir={killed_dir}",
+         f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *steps]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  # Kill -9 once orbit_full has saved a checkpoint and is still training (mid-step).
+  deadline = time.time() + 240
+  for line in proc.stdout:
+    if "orbit_full/seed0 step 25/60" in line or time.time() > deadline:
+      break
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(killed_dir, "results.json"))
+  resumed = run_study(killed_dir, *steps)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "resumed from checkpoint at step 20" in resumed.stderr
+  assert without_timing(load(killed_dir)) == without_timing(load(ref_dir))
+
+
+@pytest.mark.parametrize("flag,needle", [
+    ("--models=mlp,resnet", "--models=mlp,resnet"),
+    ("--orbit_samples=1000", "--orbit_samples=1000"),
+    ("--support=sky", "--support=sky"),
+    ("--canvas=4", "--canvas=4"),
+    ("--seeds=a", "--seeds=a"),
+    ("--model_steps=mlp:0", "--model_steps=mlp:0"),
+    ("--flagfile=experiments/configs/nope.flags", "nope.flags"),
+    ("--steps=0", "--steps=0"),
+])
+def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke, flag, needle):
+  before = open(os.path.join(smoke, "results.json")).read()
+  proc = run_study(smoke, flag, timeout=60)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and needle in lines[0], proc.stderr
+  assert open(os.path.join(smoke, "results.json")).read() == before
+
+
+def test_changed_flags_on_an_existing_workdir_are_refused(smoke):
+  proc = run_study(smoke, "--steps=31", timeout=60)
+  assert proc.returncode == 2 and "different flags (steps)" in proc.stderr
