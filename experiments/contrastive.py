@@ -374,9 +374,13 @@ def results_markdown(cfg: Config, results: dict) -> str:
   pix = results["pixel_summary"]
   pixel_line = ("Raw-pixel probes (once per seed): " + ", ".join(
       f"{x} {study.pm(pix[0], f'probe_acc/{x}')}" for x in attrs) + ".") if pix else ""
-  mentions = sorted({(r["mention_prob"], r["mentions"]) for r in results["rows"]})
-  mention_line = ("Training captions that mention the " + a + " (of " + str(cfg.num_train) +
-                  "): " + ", ".join(f"p = {p:g}: {m}" for p, m in mentions) + ".")
+  mentions: dict = {}
+  for r in sorted(results["rows"], key=lambda r: r["seed"]):
+    mentions.setdefault(r["mention_prob"], {})[r["seed"]] = r["mentions"]
+  mention_line = (f"Training captions that mention the {a} (of {cfg.num_train}; per seed "
+                  f"{'/'.join(map(str, cfg.seeds))}): " + ", ".join(
+                      f"p = {p:g}: {'/'.join(str(m) for m in by_seed.values())}"
+                      for p, by_seed in sorted(mentions.items())) + ".")
   return (f"# Contrastive study: captions mention the {a} with probability p\n\n"
           f"Seeds {list(cfg.seeds)}; {cfg.steps} steps, batch {cfg.batch_size}, "
           f"{cfg.num_train} training scenes; probes: logistic regression on {cfg.num_probe} "
