@@ -156,13 +156,15 @@ def _orbit_mean_bwd(nb, res, g):
     f = dz.shape[-1]
     dq = (minv.T @ dz.reshape(w, nc * h * f)).reshape(w, nc * h, f)
     d_rhs = d_rhs + jnp.matmul(lhs_c.reshape(w, nc * h, k).swapaxes(1, 2), dq)
-    return (d_rhs, d_bias + dz.sum(0), tuple(d_ws), tuple(d_bs)), None
+    d_lhs = jnp.matmul(dq, rhs.swapaxes(1, 2)).reshape(w, nc, h, k)   # dead code unless d/dx
+    return (d_rhs, d_bias + dz.sum(0), tuple(d_ws), tuple(d_bs)), d_lhs
 
   acc = (jnp.zeros_like(rhs), jnp.zeros_like(bias), tuple(jnp.zeros_like(kr) for kr, _ in rest),
          tuple(jnp.zeros_like(b) for _, b in rest))
-  (d_rhs, d_bias, d_ws, d_bs), _ = jax.lax.scan(body, acc, (_image_chunks(lhs, nb), g_chunks,
+  (d_rhs, d_bias, d_ws, d_bs), d_lhs = jax.lax.scan(body, acc, (_image_chunks(lhs, nb), g_chunks,
                                                              saved))
-  return (jnp.zeros_like(lhs), d_rhs, jnp.zeros_like(minv), d_bias,
+  d_lhs = d_lhs.swapaxes(0, 1).reshape(lhs.shape)
+  return (d_lhs, d_rhs, jnp.zeros_like(minv), d_bias,
           [(a, b) for a, b in zip(d_ws, d_bs)])
 
 
@@ -233,9 +235,19 @@ def _offsets(k: int):
   return [(i - p, j - p) for i in range(k) for j in range(k)]
 
 
-def _circular_patches(x_NHWC, k: int):
-  """im2col with wrap-around: (..., H, W, k*k*C), tap (i, j) = x[y + i - k//2, x + j - k//2]."""
-  return jnp.concatenate([jnp.roll(x_NHWC, (-a, -b), axis=(1, 2)) for a, b in _offsets(k)], -1)
+def _shifted(x_NHWC, a: int, b: int, wrap: bool):
+  """out[y, x] = x[y + a, x + b], wrapped around (``wrap``) or zero outside the canvas."""
+  if wrap:
+    return jnp.roll(x_NHWC, (-a, -b), axis=(1, 2))
+  _, h, w, _ = x_NHWC.shape
+  p = max(abs(a), abs(b))
+  xp = jnp.pad(x_NHWC, ((0, 0), (p, p), (p, p), (0, 0)))
+  return xp[:, p + a:p + a + h, p + b:p + b + w]
+
+
+def _patches(x_NHWC, k: int, wrap: bool = True):
+  """im2col: (N, H, W, k*k*C), tap (i, j) = x[y + i - k//2, x + j - k//2] (wrapped or zero)."""
+  return jnp.concatenate([_shifted(x_NHWC, a, b, wrap) for a, b in _offsets(k)], -1)
 
 
 _IMAGES_PER_CHUNK = 4      # 4 x 24 x 24 patch rows of 9 * 32 floats: fits in cache
@@ -245,54 +257,58 @@ def _batch_chunks(n: int) -> int:
   return n // max(d for d in range(1, min(_IMAGES_PER_CHUNK, n) + 1) if n % d == 0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _circular_conv(x_NHWC, kernel_KKIO, nb):
-  """Circular cross-correlation (stride 1, odd k) as im2col matmuls over ``nb`` chunks of images."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _patch_conv(x_NHWC, kernel_KKIO, nb, wrap):
+  """Cross-correlation (stride 1, odd k, wrap-around or zero "SAME" padding) as im2col matmuls
+  over ``nb`` chunks of images, so the patches stay in cache."""
   k, _, _, o = kernel_KKIO.shape
   w = kernel_KKIO.reshape(-1, o)
-  y = jax.lax.map(lambda xc: _circular_patches(xc, k) @ w,
+  y = jax.lax.map(lambda xc: _patches(xc, k, wrap) @ w,
                   x_NHWC.reshape((nb, -1) + x_NHWC.shape[1:]))
   return y.reshape(x_NHWC.shape[:3] + (o,))
 
 
-def _circular_conv_fwd(x_NHWC, kernel_KKIO, nb):
-  return _circular_conv(x_NHWC, kernel_KKIO, nb), (x_NHWC, kernel_KKIO)
+def _patch_conv_fwd(x_NHWC, kernel_KKIO, nb, wrap):
+  return _patch_conv(x_NHWC, kernel_KKIO, nb, wrap), (x_NHWC, kernel_KKIO)
 
 
-def _circular_conv_bwd(nb, res, dy):
-  # dW = patches(x)^T dy; dx = the circular correlation of dy with the flipped, transposed kernel.
+def _patch_conv_bwd(nb, wrap, res, dy):
+  # dW = patches(x)^T dy; dx = the correlation of dy (same padding) with the flipped, transposed
+  # kernel.
   x, kernel = res
   k, _, i, o = kernel.shape
   flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * o, i)
 
   def body(dw, inp):
     xc, dyc = inp
-    dw = dw + _circular_patches(xc, k).reshape(-1, k * k * i).T @ dyc.reshape(-1, o)
-    return dw, _circular_patches(dyc, k) @ flipped
+    dw = dw + _patches(xc, k, wrap).reshape(-1, k * k * i).T @ dyc.reshape(-1, o)
+    return dw, _patches(dyc, k, wrap) @ flipped
 
   chunk = lambda a: a.reshape((nb, -1) + a.shape[1:])
   dw, dx = jax.lax.scan(body, jnp.zeros((k * k * i, o), kernel.dtype), (chunk(x), chunk(dy)))
   return dx.reshape(x.shape), dw.reshape(kernel.shape)
 
 
-_circular_conv.defvjp(_circular_conv_fwd, _circular_conv_bwd)
+_patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd)
 
 
-class CircularConv(nn.Module):
-  """Conv with wrap-around padding, stride 1, odd kernel; same parameters as ``nn.Conv``."""
+class PatchConv(nn.Module):
+  """Conv, stride 1, odd kernel, wrap-around (``circular=True``) or zero "SAME" padding, as
+  chunked im2col matmuls; same parameters as ``nn.Conv``."""
 
   features: int
   kernel_size: int = 3
+  circular: bool = True
 
   @nn.compact
   def __call__(self, x_NHWC):
     if self.kernel_size % 2 != 1:
-      raise ValueError(f"CircularConv needs an odd kernel_size, got {self.kernel_size}")
+      raise ValueError(f"PatchConv needs an odd kernel_size, got {self.kernel_size}")
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (k, k, x_NHWC.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return _circular_conv(x_NHWC, kernel, _batch_chunks(x_NHWC.shape[0])) + bias
+    return _patch_conv(x_NHWC, kernel, _batch_chunks(x_NHWC.shape[0]), self.circular) + bias
 
 
 class CircularCNN(nn.Module):
@@ -303,7 +319,7 @@ class CircularCNN(nn.Module):
   num_classes: int = 10
 
   def setup(self):
-    self.convs = [CircularConv(c, self.kernel_size) for c in self.channels]
+    self.convs = [PatchConv(c, self.kernel_size, circular=True) for c in self.channels]
     self.head = nn.Dense(self.num_classes)
 
   def feature_maps(self, x_NHWC):
@@ -329,7 +345,7 @@ class FlatCNN(nn.Module):
   num_classes: int = 10
 
   def setup(self):
-    self.convs = [nn.Conv(c, (self.kernel_size,) * 2, padding="SAME") for c in self.channels]
+    self.convs = [PatchConv(c, self.kernel_size, circular=False) for c in self.channels]
     self.head = nn.Dense(self.num_classes)
 
   def feature_maps(self, x_NHWC):

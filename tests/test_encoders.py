@@ -96,3 +96,25 @@ def test_group_cnn_rejects_bad_config():
     E.GroupCNN("translations").init(jax.random.key(0), X)
   with pytest.raises(ValueError, match="square"):
     E.GroupCNN("rotations").init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
+
+
+@pytest.mark.parametrize("circular", [True, False])
+def test_patch_conv_equals_xla_conv_values_and_gradients(circular):
+  """The hand-written im2col conv (and its custom backward) against lax.conv on padded input."""
+  x = jax.random.normal(jax.random.key(3), (6, 7, 7, 3))
+  conv = E.PatchConv(5, 3, circular=circular)
+  params = conv.init(jax.random.key(4), x)
+  k, b = params["params"]["kernel"], params["params"]["bias"]
+
+  def reference(k, b, x):
+    xp = E.circular_pad(x, 1) if circular else jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = jax.lax.conv_general_dilated(xp, k, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + b
+
+  mine = lambda k, b, x: conv.apply({"params": {"kernel": k, "bias": b}}, x)
+  chex.assert_trees_all_close(mine(k, b, x), reference(k, b, x), atol=1e-5, rtol=1e-5)
+  loss = lambda f: lambda k, b, x: jnp.sum(jnp.sin(f(k, b, x)))
+  g_mine = jax.grad(loss(mine), argnums=(0, 1, 2))(k, b, x)
+  g_ref = jax.grad(loss(reference), argnums=(0, 1, 2))(k, b, x)
+  chex.assert_trees_all_close(g_mine, g_ref, atol=1e-4, rtol=1e-4)

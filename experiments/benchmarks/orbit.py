@@ -1,7 +1,7 @@
 """Orbit suite: the fast translation-orbit path vs the naive one, and the hard ConvNet's train step.
 
 (a) The full translation-orbit model of an MLP (576 -> 256 -> 256 features + linear head) on a
-    24 x 24 canvas (|G| = 576), batch 64, forward + backward: the FFT first layer (``fast``) against
+    24 x 24 canvas (|G| = 576), batch 64, forward + backward: the DFT-matmul first layer (``fast``) against
     ``naive`` (every shifted copy through the whole MLP). Checks they agree, reports ``speedup`` =
     naive / fast and ``fraction_of_bound`` = (time the irreducible work would take at the measured
     matmul peak: the per-shift 256 x 256 layer, forward + backward) / fast time.
@@ -37,8 +37,8 @@ def _orbit_path(batch: int = 64, hw: int = 24, hidden: int = 256, repeats: int =
   (lf, gf), (ln, gn) = fast(params), naive(params)
   max_grad_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                       zip(jax.tree.leaves(gf), jax.tree.leaves(gn)))
-  t_fast = timing.median_seconds(fast, params, repeats=repeats)
-  t_naive = timing.median_seconds(naive, params, repeats=repeats)
+  t = timing.median_seconds_interleaved({"fast": fast, "naive": naive}, params, repeats=repeats)
+  t_fast, t_naive = t["fast"], t["naive"]
   rows = batch * group.order
   bound_flops = 6 * rows * hidden * hidden        # the per-shift hidden layer, fwd + bwd
   return {"batch": batch, "group_order": group.order, "hidden": hidden,
