@@ -86,25 +86,11 @@ class Config:
 
 
 def _probabilities() -> tuple:
-  raw = ",".join(FLAGS.mention_probs)
-  try:
-    values = tuple(float(v) for v in FLAGS.mention_probs)
-  except ValueError:
-    study.fail("mention_probs", raw, "allowed: comma-separated probabilities in [0, 1]")
-  if not values or not all(0.0 <= v <= 1.0 for v in values) or len(set(values)) != len(values):
-    study.fail("mention_probs", raw, "allowed: distinct probabilities in [0, 1], at least one")
-  return tuple(sorted(values))
+  return tuple(sorted(study.number_list("mention_probs", float, 0.0, 1.0)))
 
 
 def _dims() -> tuple:
-  raw = ",".join(FLAGS.embed_dims)
-  try:
-    values = tuple(int(v) for v in FLAGS.embed_dims)
-  except ValueError:
-    study.fail("embed_dims", raw, "allowed: comma-separated integers >= 1")
-  if not values or min(values) < 1 or len(set(values)) != len(values):
-    study.fail("embed_dims", raw, "allowed: distinct integers >= 1, at least one")
-  return values
+  return study.number_list("embed_dims", int, 1)
 
 
 def config_from_flags() -> Config:

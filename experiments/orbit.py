@@ -89,11 +89,12 @@ class Config:
   data_seed: int
 
 
-def _int_list(flag: str) -> tuple:
+def _widths(flag: str) -> tuple:
+  """Layer widths: positive integers, repeats allowed."""
   try:
     values = tuple(int(v) for v in FLAGS[flag].value)
   except ValueError:
-    study.fail(flag, ",".join(FLAGS[flag].value), "allowed: comma-separated positive integers")
+    values = ()
   if not values or min(values) < 1:
     study.fail(flag, ",".join(FLAGS[flag].value), "allowed: comma-separated positive integers")
   return values
@@ -128,7 +129,7 @@ def config_from_flags() -> Config:
   return Config(group=FLAGS.group, models=tuple(models), seeds=tuple(study.parse_seeds()),
                 canvas=FLAGS.canvas, support=FLAGS.support, steps=steps,
                 batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-                mlp_hidden=_int_list("mlp_hidden"), cnn_channels=_int_list("cnn_channels"),
+                mlp_hidden=_widths("mlp_hidden"), cnn_channels=_widths("cnn_channels"),
                 orbit_samples=FLAGS.orbit_samples, aug_width_reg=FLAGS.aug_width_reg,
                 aug_eval_samples=FLAGS.aug_eval_samples, eval_elements=FLAGS.eval_elements,
                 eval_examples=FLAGS.eval_examples, jensen_batches=FLAGS.jensen_batches,

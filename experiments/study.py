@@ -65,6 +65,22 @@ def parse_seeds() -> list[int]:
   return seeds
 
 
+def number_list(flag: str, cast=int, low=1, high=None) -> tuple:
+  """Parse a list flag of distinct numbers in [low, high] (at least one), or fail naming the flag."""
+  raw = ",".join(FLAGS[flag].value)
+  kind = "integers" if cast is int else "numbers"
+  allowed = f"allowed: distinct comma-separated {kind} >= {low}" + (
+      f" and <= {high}" if high is not None else "") + ", at least one"
+  try:
+    values = tuple(cast(v) for v in FLAGS[flag].value)
+  except ValueError:
+    fail(flag, raw, allowed)
+  if (not values or min(values) < low or (high is not None and max(values) > high)
+      or len(set(values)) != len(values)):
+    fail(flag, raw, allowed)
+  return values
+
+
 def check_choices(flag: str, values: Sequence[str], allowed: Sequence[str]) -> list[str]:
   values = list(values)
   bad = [v for v in values if v not in allowed]

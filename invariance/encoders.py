@@ -311,56 +311,50 @@ class PatchConv(nn.Module):
     return _patch_conv(x_NHWC, kernel, _batch_chunks(x_NHWC.shape[0]), self.circular) + bias
 
 
-class CircularCNN(nn.Module):
+class ConvNet(nn.Module):
+  """Stride-1 convs (ReLU), then global average pool (``global_pool``) or flatten, then a head.
+
+  With ``circular=True`` padding wraps around and the global pool makes the net exactly invariant
+  to cyclic shifts; zero padding or the flatten head breaks that (the controls).
+  """
+
+  channels: Sequence[int] = (32, 32, 32)
+  kernel_size: int = 3
+  num_classes: int = 10
+  circular: bool = True
+  global_pool: bool = True
+
+  def setup(self):
+    self.convs = [PatchConv(c, self.kernel_size, circular=self.circular) for c in self.channels]
+    self.head = nn.Dense(self.num_classes)
+
+  def feature_maps(self, x_NHWC):
+    for conv in self.convs:
+      x_NHWC = nn.relu(conv(x_NHWC))
+    return x_NHWC
+
+  def embed(self, x_NHWC):
+    maps = self.feature_maps(x_NHWC)
+    if self.global_pool:
+      return jnp.mean(maps, axis=(1, 2))           # the invariant pooling
+    return maps.reshape(x_NHWC.shape[0], -1)
+
+  def classify(self, features):
+    return self.head(features)
+
+  def __call__(self, x_NHWC):
+    return self.classify(self.embed(x_NHWC))
+
+
+class CircularCNN(ConvNet):
   """Circular convs (stride 1) + global average pool: exactly invariant to cyclic shifts."""
 
-  channels: Sequence[int] = (32, 32, 32)
-  kernel_size: int = 3
-  num_classes: int = 10
 
-  def setup(self):
-    self.convs = [PatchConv(c, self.kernel_size, circular=True) for c in self.channels]
-    self.head = nn.Dense(self.num_classes)
-
-  def feature_maps(self, x_NHWC):
-    for conv in self.convs:
-      x_NHWC = nn.relu(conv(x_NHWC))
-    return x_NHWC
-
-  def embed(self, x_NHWC):
-    return jnp.mean(self.feature_maps(x_NHWC), axis=(1, 2))   # the invariant pooling
-
-  def classify(self, features):
-    return self.head(features)
-
-  def __call__(self, x_NHWC):
-    return self.classify(self.embed(x_NHWC))
-
-
-class FlatCNN(nn.Module):
+class FlatCNN(ConvNet):
   """Control: the same convolutions with zero padding and a flatten head (not invariant)."""
 
-  channels: Sequence[int] = (32, 32, 32)
-  kernel_size: int = 3
-  num_classes: int = 10
-
-  def setup(self):
-    self.convs = [PatchConv(c, self.kernel_size, circular=False) for c in self.channels]
-    self.head = nn.Dense(self.num_classes)
-
-  def feature_maps(self, x_NHWC):
-    for conv in self.convs:
-      x_NHWC = nn.relu(conv(x_NHWC))
-    return x_NHWC
-
-  def embed(self, x_NHWC):
-    return self.feature_maps(x_NHWC).reshape(x_NHWC.shape[0], -1)
-
-  def classify(self, features):
-    return self.head(features)
-
-  def __call__(self, x_NHWC):
-    return self.classify(self.embed(x_NHWC))
+  circular: bool = False
+  global_pool: bool = False
 
 
 def _transform_filters(group: groups_lib.Group, g: int, w_KKIO):

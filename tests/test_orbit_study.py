@@ -10,8 +10,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/orbit_smoke.flags"
-# The smoke flagfile with fewer models keeps the resume test short; the full smoke runs once.
-RESUME_MODELS = "--models=mlp,orbit_full,cnn_gap"
 
 
 def run_study(workdir, *extra, timeout=300):
@@ -72,24 +70,26 @@ def test_rerun_of_a_finished_study_retrains_nothing_and_matches(smoke):
 
 
 def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path):
+  """Kill -9 while orbit_full trains (after its step-20 checkpoint), rerun: same results as an
+  uninterrupted run with the same flags (all but wall-clock fields)."""
   ref_dir, killed_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
-  steps = ["--steps=60", "--checkpoint_every=20", "--log_every=5", RESUME_MODELS]
-  assert run_study(ref_dir, *steps).returncode == 0
+  models = "--models=mlp,orbit_full"
+  assert run_study(ref_dir, models).returncode == 0
   cmd = [sys.executable, "-m", "experiments.orbit", f"--flagfile={SMOKE}", f"--workdir={killed_dir}",
-         f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *steps]
+         f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", models]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
-  # Kill -9 once orbit_full has saved a checkpoint and is still training (mid-step).
   deadline = time.time() + 240
   for line in proc.stdout:
-    if "orbit_full/seed0 step 25/60" in line or time.time() > deadline:
+    if "orbit_full/seed0 step 25/30" in line or time.time() > deadline:
       break
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
   assert not os.path.exists(os.path.join(killed_dir, "results.json"))
-  resumed = run_study(killed_dir, *steps)
+  resumed = run_study(killed_dir, models)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "resumed from checkpoint at step 20" in resumed.stderr
+  assert "orbit_full/seed0: resumed from checkpoint at step 20" in resumed.stderr
+  assert "mlp_seed0 already finished" in resumed.stderr
   assert without_timing(load(killed_dir)) == without_timing(load(ref_dir))
 
 
@@ -97,11 +97,7 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path):
     ("--models=mlp,resnet", "--models=mlp,resnet"),
     ("--orbit_samples=1000", "--orbit_samples=1000"),
     ("--support=sky", "--support=sky"),
-    ("--canvas=4", "--canvas=4"),
-    ("--seeds=a", "--seeds=a"),
-    ("--model_steps=mlp:0", "--model_steps=mlp:0"),
     ("--flagfile=experiments/configs/nope.flags", "nope.flags"),
-    ("--steps=0", "--steps=0"),
 ])
 def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke, flag, needle):
   before = open(os.path.join(smoke, "results.json")).read()

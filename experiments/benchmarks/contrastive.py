@@ -19,14 +19,13 @@ if __name__ == "__main__":
   if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
-import statistics
-import time
 from typing import Any, Dict, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from experiments.benchmarks import timing
 from invariance import contrastive, parallel
 
 MEMORY_GOAL = 1 / 8
@@ -45,17 +44,9 @@ def _time_loss(loss: str, batch: int, dim: int, repeats: int, key) -> Dict[str, 
   txt = contrastive.l2_normalize(jax.random.normal(k_txt, (batch, dim), jnp.float32))
   args = (img, txt, *_params(loss))
   step = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))
-  for _ in range(2):  # compile, then one warm run
-    jax.block_until_ready(step(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(step(*args))
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+  t = timing.median_seconds(step, *args, repeats=repeats)
   flops = 6 * batch * batch * dim
-  return dict(loss=loss, batch=batch, dim=dim, repeats=repeats, median_s=median,
-              min_s=min(times), flops=flops, flop_per_s=flops / median)
+  return dict(loss=loss, batch=batch, dim=dim, flops=flops, flop_per_s=flops / t["median_s"], **t)
 
 
 def _compiled_memory(fn, mesh, batch: int, dim: int) -> Dict[str, int]:
