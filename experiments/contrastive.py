@@ -195,16 +195,8 @@ def model_for(loss: str, dim: int, tokenizer: captions_lib.Tokenizer) -> Model:
   return _MODELS[key]
 
 
-def _batched(fn, images, batch=500) -> dict:
-  """fn (returning a dict of arrays) over fixed-size batches, the last zero-padded."""
-  n = len(images)
-  padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
-  outs = [jax.device_get(fn(padded[i:i + batch])) for i in range(0, len(padded), batch)]
-  return {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
-
-
 def features(model: Model, params, images) -> dict:
-  return _batched(lambda x: model.features(params, x), images)
+  return study.batched_apply(lambda x: model.features(params, x), images, 500)
 
 
 # -- measurements ---------------------------------------------------------------------------------

@@ -253,17 +253,10 @@ def loss_fn_for(name: str, model: Model, cfg: Config):
 
 
 # -- one row --------------------------------------------------------------------------------------
-def _batched(fn, images, batch=256):
-  """fn over fixed-size batches (the last one zero-padded, so fn compiles once)."""
-  n = len(images)
-  padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
-  return np.concatenate([np.asarray(fn(padded[i:i + batch]))
-                         for i in range(0, len(padded), batch)])[:n]
-
-
 def evaluate(name: str, model: Model, params, cfg: Config, data: Data, seed: int) -> dict:
   eval_fn = lambda x: model.eval_jit(params, x)
-  acc = lambda split: float(np.mean(_batched(eval_fn, split["images"]).argmax(-1) == split["labels"]))
+  logits = lambda images: study.batched_apply(eval_fn, images, 256)
+  acc = lambda split: float(np.mean(logits(split["images"]).argmax(-1) == split["labels"]))
   group = data.group
   if cfg.eval_elements == 0:
     elements = np.arange(group.order)
@@ -273,7 +266,7 @@ def evaluate(name: str, model: Model, params, cfg: Config, data: Data, seed: int
                         replace=False)
     elements = np.concatenate([[0], np.sort(others)])
   x_inv = data.test_in["images"][:cfg.eval_examples]
-  outs = np.stack([_batched(eval_fn, np.asarray(_act(group, g, x_inv))) for g in elements])
+  outs = np.stack([logits(np.asarray(_act(group, g, x_inv))) for g in elements])
   inv = float(np.max(metrics.relative_change(outs, outs[0])))          # elements[0] is identity
   row = {"acc_in_support": acc(data.test_in), "acc_out_of_support": acc(data.test_out),
          "invariance_error": inv, "invariance_elements": int(len(elements))}

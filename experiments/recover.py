@@ -116,17 +116,6 @@ class Config:
   target_acc: float
 
 
-def _number_list(flag: str, cast, ok: Callable, allowed: str) -> tuple:
-  raw = ",".join(FLAGS[flag].value)
-  try:
-    values = tuple(cast(v) for v in FLAGS[flag].value)
-  except ValueError:
-    study.fail(flag, raw, f"allowed: {allowed}")
-  if not values or not all(ok(v) for v in values) or len(set(values)) != len(values):
-    study.fail(flag, raw, f"allowed: {allowed}")
-  return tuple(sorted(values))
-
-
 def pretrained_key(loss: str, dim: int) -> str:
   """The contrastive study's run key of its p = 0 run (``experiments.contrastive.run_key``)."""
   return f"{loss}_p{0.0:g}_d{dim}"
@@ -169,13 +158,10 @@ def config_from_flags() -> Config:
   methods = study.check_choices("methods", FLAGS.methods, METHODS)
   if len(set(methods)) != len(methods):
     study.fail("methods", ",".join(methods), "allowed: distinct methods")
-  n_labels = _number_list("n_labels", int, lambda n: n >= 1,
-                          "distinct integers >= 1, at least one")
+  n_labels = tuple(sorted(study.number_list("n_labels", int, 1)))
   fractions = ()
   if "recaption" in methods:
-    fractions = _number_list("recaption_fractions", float, lambda f: 0.0 <= f <= 1.0,
-                             "distinct fractions in [0, 1], at least one (with --methods "
-                             "recaption)")
+    fractions = tuple(sorted(study.number_list("recaption_fractions", float, 0.0, 1.0)))
   seeds = tuple(study.parse_seeds())
   if FLAGS.loss not in de.LOSSES:
     study.fail("loss", FLAGS.loss, f"unknown; allowed: {', '.join(de.LOSSES)}")
@@ -300,22 +286,6 @@ def load_params(directory: str, step: int, like, flag: str = "pretrained_workdir
   return params
 
 
-def linear_probe(x_train, y_train, x_test, y_test) -> float:
-  """``probes.linear_probe`` with one BLAS thread: on a loaded 2-core machine scikit-learn's BLAS
-  threads fighting XLA's made one probe on 2048 x 128 features 7x slower (16 s vs 2.4 s)."""
-  from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
-  with threadpool_limits(limits=1):
-    return probes.linear_probe(x_train, y_train, x_test, y_test)
-
-
-def _batched(fn, images, batch: int = EVAL_BATCH) -> dict:
-  """fn (returning a dict of arrays) over fixed-size batches, the last zero-padded (one compile)."""
-  n = len(images)
-  padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
-  outs = [jax.device_get(fn(padded[i:i + batch])) for i in range(0, len(padded), batch)]
-  return {k: np.concatenate([o[k] for o in outs])[:n] for k in outs[0]}
-
-
 # -- one seed: data, pretrained model, recaptioned models (all lazy) ------------------------------
 class SeedRun:
   """What one seed's rows share, computed only when a missing row needs it.
@@ -421,7 +391,8 @@ class SeedRun:
     if which not in self._features:
       params = self.params(which)
       fn = lambda x: self.models.dual_features(params, x)
-      self._features[which] = {"pool": _batched(fn, self.pool[0]), "test": _batched(fn, self.test[0])}
+      self._features[which] = {"pool": study.batched_apply(fn, self.pool[0], EVAL_BATCH),
+                               "test": study.batched_apply(fn, self.test[0], EVAL_BATCH)}
     return self._features[which]
 
   # measurements
@@ -430,14 +401,14 @@ class SeedRun:
     key = (which, representation)
     if key not in self._car_acc:
       f = self.features(which)
-      self._car_acc[key] = linear_probe(f["pool"][representation], self.pool[1]["car_color"],
+      self._car_acc[key] = probes.linear_probe(f["pool"][representation], self.pool[1]["car_color"],
                                         f["test"][representation], self.test[1]["car_color"])
     return self._car_acc[key]
 
   def probe_row(self, which, representation: str, n: int) -> dict:
     f = self.features(which)
     t0 = time.perf_counter()
-    light = linear_probe(f["pool"][representation][:n], self.pool[1][ATTRIBUTE][:n],
+    light = probes.linear_probe(f["pool"][representation][:n], self.pool[1][ATTRIBUTE][:n],
                          f["test"][representation], self.test[1][ATTRIBUTE])
     seconds = time.perf_counter() - t0
     return {"n_labels": n, "seed": self.seed, "representation": representation,
@@ -457,9 +428,10 @@ class SeedRun:
     params, history = train.fit(self.models.tune_loss, params, batch_at,
                                 self.models.tune_optimizer, tcfg, jax.random.key(self.seed))
     fn = lambda x: self.models.classify(params, x)
-    pool, test = _batched(fn, self.pool[0]), _batched(fn, self.test[0])
+    pool = study.batched_apply(fn, self.pool[0], EVAL_BATCH)
+    test = study.batched_apply(fn, self.test[0], EVAL_BATCH)
     light = float(np.mean(test["logits"].argmax(-1) == self.test[1][ATTRIBUTE]))
-    car = linear_probe(pool["penultimate"], self.pool[1]["car_color"], test["penultimate"],
+    car = probes.linear_probe(pool["penultimate"], self.pool[1]["car_color"], test["penultimate"],
                        self.test[1]["car_color"])
     return {"n_labels": n, "seed": self.seed, "representation": "penultimate",
             "light_acc": light, "car_acc": car, "train_seconds": history["seconds"],

@@ -229,6 +229,17 @@ def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence
   return out
 
 
+def batched_apply(fn, images, batch: int):
+  """``fn`` over fixed-size batches of ``images`` (the last zero-padded, so ``fn`` compiles once);
+  the outputs (an array or a dict of arrays) are concatenated and cut back to ``len(images)``."""
+  import jax
+  import numpy as np
+  n = len(images)
+  padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
+  outs = [jax.device_get(fn(padded[i:i + batch])) for i in range(0, len(padded), batch)]
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

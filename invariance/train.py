@@ -120,7 +120,8 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   """
   mesh = data_mesh() if mesh is None else mesh
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  params = jax.device_put(params, replicated)
+  # Copy before placing: the step donates its params, and the caller's arrays must survive.
+  params = jax.device_put(jax.tree.map(jnp.copy, params), replicated)
   opt_state = jax.device_put(optimizer.init(params), replicated)
 
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)

@@ -12,10 +12,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/orbit_smoke.flags"
 
 
+def _env():
+  """One CPU device for the CLI runs (a user's laptop); data parallelism over 8 devices is
+  tested in tests/test_train.py, where it costs one small compile instead of eight models'."""
+  xla = [f for f in os.environ.get("XLA_FLAGS", "").split()
+         if not f.startswith("--xla_force_host_platform_device_count")]
+  return dict(os.environ, XLA_FLAGS=" ".join(xla))
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, "-m", "experiments.orbit", f"--flagfile={SMOKE}", f"--workdir={workdir}",
+          f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *extra]
+
+
 def run_study(workdir, *extra, timeout=300):
-  cmd = [sys.executable, "-m", "experiments.orbit", f"--flagfile={SMOKE}", f"--workdir={workdir}",
-         f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *extra]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(_cmd(workdir, *extra), cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout, env=_env())
 
 
 def load(workdir):
@@ -75,10 +87,8 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path):
   ref_dir, killed_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
   models = "--models=mlp,orbit_full"
   assert run_study(ref_dir, models).returncode == 0
-  cmd = [sys.executable, "-m", "experiments.orbit", f"--flagfile={SMOKE}", f"--workdir={killed_dir}",
-         f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", models]
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  proc = subprocess.Popen(_cmd(killed_dir, models), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=_env())
   deadline = time.time() + 240
   for line in proc.stdout:
     if "orbit_full/seed0 step 25/30" in line or time.time() > deadline:

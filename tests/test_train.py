@@ -68,3 +68,11 @@ def test_data_parallel_matches_single_device():
   p1, _ = _fit(10, mesh=one)
   p8, _ = _fit(10)                                         # default: all 8 devices
   chex.assert_trees_all_close(jax.device_get(p1), jax.device_get(p8), atol=1e-5, rtol=1e-5)
+
+
+def test_fit_leaves_the_callers_params_alive():
+  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  cfg = train.TrainConfig(steps=2, log_every=1)
+  train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))
+  train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))  # reuse: no error
+  assert all(not leaf.is_deleted() for leaf in jax.tree.leaves(params))
