@@ -7,11 +7,6 @@ import os
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
-# Tests run many small programs once each: compile time, not run time, dominates the suite, and
-# LLVM's optimisation passes are most of XLA:CPU's compile time. Level 0 changes code generation
-# only (every tolerance in the suite holds either way); it roughly halves the CLI smoke runs.
-if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-  os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Threefry's unrolled rounds dominate XLA:CPU compile time of every small `init` (~5 s each here);
 # the RBG generator compiles in a fraction of that. Tests only need seeded determinism, not a

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/contrastive_smoke.flags"
 ATTRS = {"car_color", "light", "pedestrian", "clouds"}
@@ -14,13 +16,7 @@ PER_ATTRIBUTE = ("probe_acc", "probe_acc_conv", "probe_acc_pooled", "probe_acc_p
 
 
 def _cli(*args):
-  # One CPU device: the CLI is under test here, not data parallelism (tests/test_train.py), and
-  # compiling for conftest's 8 virtual devices makes the smoke run several times slower.
-  env = dict(os.environ, XLA_FLAGS=" ".join(
-      f for f in os.environ.get("XLA_FLAGS", "").split()
-      if not f.startswith("--xla_force_host_platform_device_count")))
-  return subprocess.Popen([sys.executable, "-m", "experiments.contrastive", *args], cwd=ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return cli.popen("contrastive", *args)
 
 
 def test_smoke_flagfile_end_to_end(tmp_path):

@@ -62,7 +62,7 @@ class InvariantEncodersTest(chex.TestCase):
         fn = self.variant(lambda x, p=params, m=model: m.apply(p, x))
         assert_invariant(fn, group, X, rtol=1e-5)
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   def test_controls_are_rejected_by_the_same_assertion(self):
     for name, model, group in CONTROLS:
       params = model.init(jax.random.key(1), X)

@@ -8,26 +8,16 @@ import time
 
 import pytest
 
+from tests import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/orbit_smoke.flags"
 
 
-def _env():
-  """One CPU device for the CLI runs (a user's laptop); data parallelism over 8 devices is
-  tested in tests/test_train.py, where it costs one small compile instead of eight models'."""
-  xla = [f for f in os.environ.get("XLA_FLAGS", "").split()
-         if not f.startswith("--xla_force_host_platform_device_count")]
-  return dict(os.environ, XLA_FLAGS=" ".join(xla))
-
-
-def _cmd(workdir, *extra):
-  return [sys.executable, "-m", "experiments.orbit", f"--flagfile={SMOKE}", f"--workdir={workdir}",
-          f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *extra]
-
-
 def run_study(workdir, *extra, timeout=300):
-  return subprocess.run(_cmd(workdir, *extra), cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout, env=_env())
+  proc = cli.popen("orbit", f"--flagfile={SMOKE}", f"--workdir={workdir}", *extra)
+  out, err = proc.communicate(timeout=timeout)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def load(workdir):
@@ -87,8 +77,8 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path):
   ref_dir, killed_dir = str(tmp_path / "ref"), str(tmp_path / "killed")
   models = "--models=mlp,orbit_full"
   assert run_study(ref_dir, models).returncode == 0
-  proc = subprocess.Popen(_cmd(killed_dir, models), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, env=_env())
+  proc = cli.popen("orbit", f"--flagfile={SMOKE}", f"--workdir={killed_dir}", models,
+                   merge_stderr=True)
   deadline = time.time() + 240
   for line in proc.stdout:
     if "orbit_full/seed0 step 25/30" in line or time.time() > deadline:
@@ -103,21 +93,24 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path):
   assert without_timing(load(killed_dir)) == without_timing(load(ref_dir))
 
 
-@pytest.mark.parametrize("flag,needle", [
+BAD_FLAGS = [
     ("--models=mlp,resnet", "--models=mlp,resnet"),
     ("--orbit_samples=1000", "--orbit_samples=1000"),
     ("--support=sky", "--support=sky"),
     ("--flagfile=experiments/configs/nope.flags", "nope.flags"),
-])
-def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke, flag, needle):
-  before = open(os.path.join(smoke, "results.json")).read()
-  proc = run_study(smoke, flag, timeout=60)
-  assert proc.returncode != 0
-  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-  assert len(lines) == 1 and needle in lines[0], proc.stderr
-  assert open(os.path.join(smoke, "results.json")).read() == before
+    ("--steps=31", "different flags (steps)"),          # an existing workdir with other flags
+]
 
 
-def test_changed_flags_on_an_existing_workdir_are_refused(smoke):
-  proc = run_study(smoke, "--steps=31", timeout=60)
-  assert proc.returncode == 2 and "different flags (steps)" in proc.stderr
+def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke):
+  before = {name: open(os.path.join(smoke, name), "rb").read()
+            for name in ("results.json", "results.md", "flags.json")}
+  procs = [(cli.popen("orbit", f"--flagfile={SMOKE}", f"--workdir={smoke}", flag), needle)
+           for flag, needle in BAD_FLAGS]                       # all at once: they fail fast
+  for proc, needle in procs:
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+  for name, content in before.items():
+    assert open(os.path.join(smoke, name), "rb").read() == content

@@ -8,22 +8,15 @@ import sys
 
 import pytest
 
+from tests import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/recover_smoke.flags"
 METHODS = {"probe", "probe_penultimate", "finetune", "recaption", "scratch"}
 
 
 def _cli(*args):
-  # One CPU device (the CLI is under test, not data parallelism), and XLA's backend optimisation
-  # off: the smoke run is dominated by compiling five small programs, and -O0 compiles them about
-  # twice as fast (the tests check the schema and the plumbing, not accuracies).
-  xla = [f for f in os.environ.get("XLA_FLAGS", "").split()
-         if not f.startswith("--xla_force_host_platform_device_count")]
-  env = dict(os.environ, XLA_FLAGS=" ".join(xla + ["--xla_backend_optimization_level=0"]))
-  return subprocess.Popen(
-      [sys.executable, "-m", "experiments.recover", f"--flagfile={SMOKE}",
-       f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *args],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return cli.popen("recover", f"--flagfile={SMOKE}", *args)
 
 
 def _load(workdir):

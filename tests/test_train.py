@@ -1,4 +1,6 @@
 """The shared training loop: learns, resumes to identical params, stops on NaN, data-parallel."""
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -25,10 +27,15 @@ def loss_fn(params, batch, rng):
   return train.cross_entropy(logits, batch["y"]), {"acc": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
 
 
+@functools.lru_cache(maxsize=None)
+def _adam(lr):
+  return optax.adam(lr)        # one object per rate, so fit's compiled step is reused
+
+
 def _fit(steps, ckpt_dir=None, mesh=None, lr=0.05):
   params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
   cfg = train.TrainConfig(steps=steps, log_every=5, checkpoint_dir=ckpt_dir, checkpoint_every=10)
-  return train.fit(loss_fn, params, batch_at, optax.adam(lr), cfg, jax.random.key(1), mesh=mesh)
+  return train.fit(loss_fn, params, batch_at, _adam(lr), cfg, jax.random.key(1), mesh=mesh)
 
 
 def test_fit_learns():
