@@ -409,10 +409,8 @@ def write_results(workdir: study.Workdir, cfg: Config, rows: list, pixel_rows: l
   summary, pixels = summarize(rows, pixel_rows)
   results = {"study": "contrastive", "flags": workdir.flags, "rows": rows, "summary": summary,
              "pixel_rows": pixel_rows, "pixel_summary": pixels}
-  plot(workdir, cfg, summary, pixels)
-  study.write_atomic(workdir.file("results.md"), results_markdown(cfg, results))
-  study.write_json(workdir.file("results.json"), results)
-  return results
+  return workdir.publish(results, results_markdown(cfg, results),
+                         lambda w: plot(w, cfg, summary, pixels))
 
 
 # -- main -----------------------------------------------------------------------------------------

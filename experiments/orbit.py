@@ -338,10 +338,7 @@ def write_results(workdir: study.Workdir, cfg: Config, rows: list) -> dict:
   summary = study.summarize(rows, ["model"], METRICS)
   results = {"study": "orbit", "flags": workdir.flags, "rows": rows, "summary": summary,
              "jensen": jensen_summary(rows)}
-  study.write_json(workdir.file("results.json"), results)
-  study.write_atomic(workdir.file("results.md"), results_markdown(cfg, results))
-  plot(workdir, cfg, summary)
-  return results
+  return workdir.publish(results, results_markdown(cfg, results), lambda w: plot(w, cfg, summary))
 
 
 def results_markdown(cfg: Config, results: dict) -> str:

@@ -609,10 +609,7 @@ def write_results(workdir: study.Workdir, cfg: Config, rows: list, pretrain: lis
   results = {"study": "recover", "flags": workdir.flags, "rows": rows, "summary": summary,
              "smallest_n": smallest_n(cfg, summary), "target_acc": cfg.target_acc,
              "pretrain": pretrain, "recaption_runs": recaption_runs}
-  plot(workdir, cfg, summary)
-  study.write_atomic(workdir.file("results.md"), results_markdown(cfg, results))
-  study.write_json(workdir.file("results.json"), results)
-  return results
+  return workdir.publish(results, results_markdown(cfg, results), lambda w: plot(w, cfg, summary))
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -206,6 +206,15 @@ class Workdir:
     return os.path.join(self.path, name)
 
 
+  def publish(self, results: dict, markdown: str, plot) -> dict:
+    """Write the finished study: ``plot(self)`` PNGs, then results.md and results.json, each
+    atomically (results.json last, so its presence means everything is written)."""
+    plot(self)
+    write_atomic(self.file("results.md"), markdown)
+    write_json(self.file("results.json"), results)
+    return results
+
+
 # -- summaries and tables -------------------------------------------------------------------------
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
   n = len(values)
