@@ -270,7 +270,7 @@ def run_one(loss: str, p: float, dim: int, seed: int, cfg: Config, data: SeedDat
          "embedding_invariance": inv, "unpaired_similarity": unpaired,
          "zero_shot_acc": float(np.mean(list(zs.values()))), "zero_shot_acc_by_prompt": zs,
          "final_loss": history["loss"][-1] if history["loss"] else None,
-         "train_seconds": history["seconds"], "resumed_from": history["resumed_from"]}
+         "train_seconds": history["seconds"]}
   row["eval_seconds"] = time.perf_counter() - t0
   return row
 

@@ -270,7 +270,10 @@ def load_params(directory: str, step: int, like, flag: str = "pretrained_workdir
   """The ``params`` of the orbax checkpoint at ``step`` in ``directory`` (numpy), checked against the
   shapes of ``like``."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  manager = ocp.CheckpointManager(os.path.abspath(directory))
+  if not os.path.isdir(directory):
+    study.fail(flag, directory, "no such checkpoint directory")
+  manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                  options=ocp.CheckpointManagerOptions(create=False))
   try:
     state = manager.restore(step, args=ocp.args.StandardRestore())
   except Exception as e:  # orbax raises many types for damaged files
@@ -350,7 +353,7 @@ class SeedRun:
     row = {"seed": self.seed, "steps": self.cfg.pretrained_steps, "mentions": 0}
     if self.cfg.pretrained_workdir:
       self.params("pretrained")                   # loads it: fails early if it is unreadable
-      return {**row, "source": os.path.abspath(self._pretrained_dir()), "train_seconds": 0.0}
+      return {**row, "source": self._pretrained_dir(), "train_seconds": 0.0}
     params, history, mentions = self._contrastive_fit(
         jax.device_get(self.models.dual_params(self.seed)), 0.0, 4, self.models.pretrain_optimizer,
         self.cfg.pretrain_steps, pretrained_key(self.cfg.loss, self.cfg.embed_dim),

@@ -113,7 +113,7 @@ def main_wrapper(main: Callable[[], Any]):
   def run():
     try:
       app.run(_main, flags_parser=_parse_flags)
-    except (FlagError, ValueError, FileNotFoundError) as e:
+    except (FlagError, ValueError, OSError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
     except FloatingPointError as e:
@@ -173,7 +173,14 @@ class Workdir:
       fail("workdir", path, "allowed: a directory path (required)")
     self.path, self.study, self.flags = path, study, flag_values
     self.rows_dir = os.path.join(path, "rows")
+    if os.path.exists(path) and not os.path.isdir(path):
+      fail("workdir", path, "is a file; allowed: a directory (new or made by this study)")
+    flag_values = {**flag_values, "study": study}
+    self.flags = flag_values
     stored = os.path.join(path, "flags.json")
+    if not os.path.exists(stored) and any(
+        os.path.exists(os.path.join(path, name)) for name in ("results.json", "rows")):
+      fail("workdir", path, "holds results but no flags.json; allowed: a new --workdir")
     if os.path.exists(stored):
       with open(stored) as f:
         previous = json.load(f)

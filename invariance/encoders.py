@@ -416,6 +416,9 @@ class GroupCNN(nn.Module):
   num_classes: int = 10
 
   def setup(self):
+    if self.kernel_size % 2 != 1:
+      raise ValueError(f"kernel_size={self.kernel_size}; allowed: odd sizes (exact equivariance "
+                       "of 'SAME' padding under rotations needs a centre tap)")
     if self.group_name not in ("rotations", "dihedral"):
       raise ValueError(f"group_name={self.group_name!r}; allowed: 'rotations' (p4), 'dihedral' (p4m)")
     group = groups_lib.Rotations() if self.group_name == "rotations" else groups_lib.Dihedral()

@@ -127,8 +127,11 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)
   start, resumed_from = 0, ckpt.latest_step()
   if resumed_from is not None:
-    state = ckpt.restore(resumed_from, {"params": params, "opt_state": opt_state})
+    state = ckpt.restore(resumed_from, {"params": params, "opt_state": opt_state,
+                                        "loss": jax.device_put(jnp.zeros((), jnp.float32),
+                                                               replicated)})
     params, opt_state, start = state["params"], state["opt_state"], resumed_from
+    restored_loss = float(state["loss"])
     logging.info("%s: resumed from checkpoint at step %d", config.name, start)
 
   first = batch_at(start)
@@ -162,9 +165,12 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         if not np.isfinite(float(loss)):
           raise FloatingPointError(f"{config.name}: loss is {float(loss)} at step {done}; "
                                    "training stopped before saving")
-        ckpt.save(done, {"params": params, "opt_state": opt_state}, force=done == config.steps)
+        ckpt.save(done, {"params": params, "opt_state": opt_state,
+                         "loss": jnp.asarray(loss, jnp.float32)}, force=done == config.steps)
   finally:
     ckpt.close()
+  if resumed_from == config.steps:      # finished before: report the loss it finished with
+    history["loss"], history["logged_steps"] = [restored_loss], [config.steps]
   history["steps_run"] = config.steps - start
   history["seconds"] = time.perf_counter() - t0
   return params, history

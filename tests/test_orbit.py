@@ -121,3 +121,17 @@ def test_bad_orbit_config_rejected():
     O.OrbitModel(MLP, T, mode="bogus")
   with pytest.raises(ValueError, match="fast"):
     O.OrbitModel(E.CircularCNN(), T, mode="fast")
+
+
+def test_fast_path_equals_naive_on_a_full_canvas_with_several_chunks():
+  """24x24 (|G| = 576) with 6 images runs the chunked fast path (several image chunks)."""
+  t24 = G.Translations(24, 24)
+  x = jax.random.normal(jax.random.key(7), (6, 24, 24, 1))
+  y = jnp.arange(6) % 4
+  params = MLP.init(jax.random.key(8), x)
+  loss = lambda om: lambda p, x: optax.softmax_cross_entropy_with_integer_labels(
+      om.apply(p, x), y).mean()
+  fast, naive = O.OrbitModel(MLP, t24, mode="fast"), O.OrbitModel(MLP, t24, mode="full")
+  g_fast = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(params, x)
+  g_naive = jax.jit(jax.grad(loss(naive), argnums=(0, 1)))(params, x)
+  chex.assert_trees_all_close(g_fast, g_naive, atol=1e-5, rtol=1e-5)
