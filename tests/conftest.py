@@ -18,3 +18,12 @@ os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
 import tempfile  # noqa: E402
 
 os.environ.setdefault("INVARIANCE_TEST_CACHE", tempfile.mkdtemp(prefix="invariance-jax-cache-"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+  """The three studies' smoke runs, run concurrently once per session (see tests/cli.py)."""
+  from tests import cli
+  return cli.SmokeRuns(str(tmp_path_factory.mktemp("smoke_runs")))

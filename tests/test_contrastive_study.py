@@ -1,6 +1,7 @@
 """The contrastive study's CLI: the smoke flagfile end to end, and bad flags fail before any work."""
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -19,10 +20,10 @@ def _cli(*args):
   return cli.popen("contrastive", *args)
 
 
-def test_smoke_flagfile_end_to_end(tmp_path):
-  workdir = tmp_path / "smoke"
-  out, err = _cli(f"--flagfile={SMOKE}", f"--workdir={workdir}").communicate(timeout=300)
-  assert not err.count("Traceback"), err[-3000:]
+def test_smoke_flagfile_end_to_end(smoke_runs):
+  workdir, returncode, output = smoke_runs.get("contrastive")
+  assert returncode == 0 and not output.count("Traceback"), output[-3000:]
+  workdir = pathlib.Path(workdir)
   results = json.loads((workdir / "results.json").read_text())
   assert results["study"] == "contrastive"
   assert results["flags"]["losses"] == ["clip", "siglip"]

@@ -33,10 +33,9 @@ def without_timing(results):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("orbit") / "smoke")
-  proc = run_study(workdir)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+def smoke(smoke_runs):
+  workdir, returncode, output = smoke_runs.get("orbit")
+  assert returncode == 0, output[-3000:]
   return workdir
 
 

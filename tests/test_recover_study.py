@@ -25,11 +25,9 @@ def _load(workdir):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("recover") / "smoke")
-  proc = _cli(f"--workdir={workdir}")
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-3000:]
+def smoke(smoke_runs):
+  workdir, returncode, output = smoke_runs.get("recover")
+  assert returncode == 0, output[-3000:]
   return workdir
 
 
