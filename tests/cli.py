@@ -58,3 +58,9 @@ class SmokeRuns:
     log.close()
     with open(log.name) as f:
       return workdir, proc.returncode, f.read()
+
+  def workdir(self, study: str) -> str:
+    """The workdir of ``study``'s smoke run, asserting that the run succeeded."""
+    workdir, returncode, output = self.get(study)
+    assert returncode == 0, output[-3000:]
+    return workdir

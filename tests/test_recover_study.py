@@ -26,9 +26,7 @@ def _load(workdir):
 
 @pytest.fixture(scope="module")
 def smoke(smoke_runs):
-  workdir, returncode, output = smoke_runs.get("recover")
-  assert returncode == 0, output[-3000:]
-  return workdir
+  return smoke_runs.workdir("recover")
 
 
 def test_smoke_flagfile_end_to_end(smoke):
