@@ -7,6 +7,8 @@ The workdir contract:
   * ``checkpoints/<model>/<seed>`` - orbax checkpoints of unfinished (and finished) training.
   * ``results.json``, ``results.md``, ``*.png`` - written atomically (temp file + rename) only
     once every row exists, so earlier results are never replaced by partial ones.
+  * Under ``--distributed`` every process computes every row (training is collective) and only
+    process 0 writes; the workdir must be on a filesystem that all hosts see.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from absl import logging
 FLAGS = flags.FLAGS
 
 # Flags that do not change results (so a rerun may change them freely).
-RUN_ONLY_FLAGS = ("workdir", "log_every", "checkpoint_every", "distributed", "compile_cache")
+RUN_ONLY_FLAGS = ("workdir", "log_every", "checkpoint_every", "compile_cache", "distributed",
+                  "coordinator_address", "num_processes", "process_id", "heartbeat_timeout")
 
 
 class _QuietLibraries(logging_std.Filter):
@@ -45,6 +48,23 @@ flags.DEFINE_string("compile_cache", os.path.join(os.path.expanduser("~"), ".cac
 flags.DEFINE_enum("prng_impl", "rbg", ["rbg", "threefry2x32", "unsafe_rbg"],
                   "jax PRNG implementation. rbg compiles in a fraction of threefry's time on "
                   "XLA:CPU (threefry's unrolled rounds cost ~5 s per small init here).")
+
+
+# Multi-host (see README "Running on GPUs and Cloud TPUs"). Results do not depend on these: every
+# process feeds its rows of the same global batch.
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize before any work: one process per host, a global "
+                  "data mesh over every process's devices, process 0 writes --workdir.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS, or auto-detected "
+                    "on Cloud TPU / SLURM).")
+flags.DEFINE_integer("num_processes", None,
+                     "Number of processes (default: $JAX_NUM_PROCESSES, or auto-detected).")
+flags.DEFINE_integer("process_id", None,
+                     "This process's index (default: $JAX_PROCESS_ID, or auto-detected).")
+flags.DEFINE_integer("heartbeat_timeout", 60,
+                     "Seconds without a heartbeat after which a process counts as dead: the "
+                     "survivors stop with an error instead of waiting forever.")
 
 
 class FlagError(ValueError):
@@ -104,6 +124,7 @@ def main_wrapper(main: Callable[[], Any]):
       fail("argv", " ".join(argv[1:]), "unexpected positional arguments")
     import jax
     jax.config.update("jax_default_prng_impl", FLAGS.prng_impl)
+    start_distributed()
     if FLAGS.compile_cache:
       jax.config.update("jax_compilation_cache_dir", FLAGS.compile_cache)
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
@@ -121,6 +142,52 @@ def main_wrapper(main: Callable[[], Any]):
       sys.exit(3)
 
   return run
+
+
+def _env_int(flag: str, env: str):
+  value = FLAGS[flag].value
+  if value is None and os.environ.get(env):
+    try:
+      value = int(os.environ[env])
+    except ValueError:
+      fail(flag, os.environ[env], f"(from ${env}) allowed: an integer")
+  return value
+
+
+def start_distributed() -> None:
+  """``--distributed``: join the other processes (before anything touches a jax backend)."""
+  given = [n for n in ("coordinator_address", "num_processes", "process_id") if FLAGS[n].present]
+  if not FLAGS.distributed:
+    if given:
+      fail(given[0], FLAGS[given[0]].value, "allowed only with --distributed")
+    return
+  import jax
+  from invariance import parallel
+  address = FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  count = _env_int("num_processes", "JAX_NUM_PROCESSES")
+  index = _env_int("process_id", "JAX_PROCESS_ID")
+  if count is not None and count < 1:
+    fail("num_processes", count, "allowed: >= 1")
+  if index is not None and (index < 0 or (count is not None and index >= count)):
+    fail("process_id", index, f"allowed: 0 .. num_processes - 1 = {(count or 1) - 1}")
+  if (count is None) != (index is None) or (count is not None and address is None):
+    fail("distributed", True, "give --coordinator_address, --num_processes and --process_id "
+         "together (or their $JAX_* variables), or none of them to auto-detect (Cloud TPU, SLURM)")
+  check_positive("heartbeat_timeout", FLAGS.heartbeat_timeout)
+  # CPU collectives across processes need gloo; GPUs and TPUs use their own (NCCL, ICI/DCN).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  parallel.initialize_distributed(address, count, index,
+                                  heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
+  logging.info("distributed: process %d of %d, %d local / %d global devices (a dead peer stops "
+               "every process after %d s without heartbeats)", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               FLAGS.heartbeat_timeout)
+
+
+def is_writer() -> bool:
+  """Whether this process writes results (process 0; every process computes them)."""
+  import jax
+  return jax.process_index() == 0
 
 
 def _parse_flags(argv):
@@ -189,7 +256,7 @@ class Workdir:
                          if previous.get(k) != flag_values.get(k))
         fail("workdir", path, f"holds results made with different flags ({', '.join(changed)}); "
              "allowed: the same flags, or a new --workdir")
-    else:
+    elif is_writer():
       write_json(stored, flag_values)
 
   def checkpoint_dir(self, model: str, seed: int) -> str:
@@ -206,7 +273,8 @@ class Workdir:
         logging.info("%s: %s already finished, reusing its row", self.study, key)
         return json.load(f)
     row = compute()
-    write_json(path, row)
+    if is_writer():
+      write_json(path, row)
     return row
 
   def file(self, name: str) -> str:
@@ -215,7 +283,10 @@ class Workdir:
 
   def publish(self, results: dict, markdown: str, plot) -> dict:
     """Write the finished study: ``plot(self)`` PNGs, then results.md and results.json, each
-    atomically (results.json last, so its presence means everything is written)."""
+    atomically (results.json last, so its presence means everything is written). Only process 0
+    writes; the others return the same results."""
+    if not is_writer():
+      return results
     plot(self)
     write_atomic(self.file("results.md"), markdown)
     write_json(self.file("results.json"), results)

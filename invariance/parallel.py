@@ -125,11 +125,14 @@ def pmap_value_and_grad(fn: Callable[..., jax.Array], *, argnums: Sequence[int] 
 # -- multi-host ---------------------------------------------------------------------------------
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
+                           process_id: Optional[int] = None, **options) -> None:
   """``jax.distributed.initialize`` with the given arguments; those left None are auto-detected
-  (SLURM, Open MPI, Cloud TPU, ...). Call once per process, before any other JAX call."""
+  (SLURM, Open MPI, Cloud TPU, ...). ``options`` are passed on (e.g. heartbeat_timeout_seconds:
+  after that long without a peer's heartbeat, JAX terminates every surviving process with
+  "another task died" instead of letting it wait in a collective forever). Call once per
+  process, before any other JAX call."""
   given = dict(coordinator_address=coordinator_address, num_processes=num_processes,
-               process_id=process_id)
+               process_id=process_id, **options)
   jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
 
 

@@ -6,8 +6,15 @@
 * ``batch_at(step) -> dict of arrays``: the batch for a given step. Batches are a function of the
   step (grain's ``MapDataset`` is random-access), so a resumed run sees exactly the batches an
   uninterrupted run would, and per-step randomness is ``fold_in(rng, step)``.
-* Data parallel: the step is jitted over a 1-D ``("data",)`` mesh of all local devices with the
-  batch sharded on its leading axis and parameters replicated (XLA inserts the gradient all-reduce).
+* Data parallel: the step is jitted over a 1-D ``("data",)`` mesh of all devices (of every process
+  under ``jax.distributed``) with the batch sharded on its leading axis and parameters replicated
+  (XLA inserts the gradient all-reduce).
+* Multi-host: ``batch_at(step)`` returns the *global* batch (every process computes the same
+  indices); each process copies only the rows of its own devices to them
+  (``jax.make_array_from_callback``), so the global batch - and every loss - is the same whatever
+  the number of processes. Orbax saves and restores collectively (every process calls it; the
+  checkpoint directory must be on a filesystem all hosts see). The returned params live on one
+  local device of each process, ready for local evaluation.
 * Checkpoints: orbax ``CheckpointManager`` under ``config.checkpoint_dir`` every
   ``checkpoint_every`` steps and at the end; ``fit`` resumes from the latest finished checkpoint.
   Orbax writes into a temporary directory and renames it when complete, so a SIGKILL mid-save
@@ -26,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+
+from invariance import parallel
 
 PyTree = Any
 
@@ -46,21 +55,36 @@ class TrainConfig:
       raise ValueError("log_every and checkpoint_every must be >= 1")
 
 
-def data_mesh():
-  """1-D mesh over all devices, axis "data" (Auto, so plain jit shardings apply)."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
 @functools.lru_cache(maxsize=64)
-def _jitted_step(loss_fn: Callable, optimizer: optax.GradientTransformation, mesh):
+def _jitted_step(loss_fn: Callable, optimizer: optax.GradientTransformation, mesh, key_impl: str):
   """The jitted update for (loss_fn, optimizer, mesh); cached so that reusing the same loss and
   optimizer objects (e.g. the seeds of one model) compiles once."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  return jax.jit(make_step(loss_fn, optimizer),
-                 in_shardings=(replicated, replicated, batch_shard, replicated),
+  update = make_step(loss_fn, optimizer)
+
+  def step(params, opt_state, batch, key_data, step_index):
+    # The step's randomness is derived inside the program: no per-step key crosses hosts.
+    rng = jax.random.wrap_key_data(key_data, impl=key_impl)
+    return update(params, opt_state, batch, jax.random.fold_in(rng, step_index))
+
+  return jax.jit(step, in_shardings=(replicated, replicated, batch_shard, replicated, replicated),
                  out_shardings=replicated, donate_argnums=(0, 1))
+
+
+def to_global(tree: PyTree, sharding: jax.sharding.NamedSharding) -> PyTree:
+  """Host values (the same on every process) as global arrays with ``sharding``: each process
+  fills only its own devices (for a batch sharded on "data": its own rows). ``jax.device_put``
+  refuses shardings that span other processes' devices."""
+  def place(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(place, tree)
+
+
+def local_copy(params: PyTree) -> PyTree:
+  """Replicated global arrays as single-device arrays on this process (for local evaluation)."""
+  return jax.tree.map(lambda x: x.addressable_data(0), params)
 
 
 def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
@@ -118,25 +142,29 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   Returns the final params and a history dict: ``loss`` (per logged step), ``steps_run`` (this
   call), ``resumed_from`` (step or None), ``seconds``.
   """
-  mesh = data_mesh() if mesh is None else mesh
+  mesh = parallel.data_mesh() if mesh is None else mesh
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  # Copy before placing: the step donates its params, and the caller's arrays must survive.
-  params = jax.device_put(jax.tree.map(jnp.copy, params), replicated)
-  opt_state = jax.device_put(optimizer.init(params), replicated)
+  batch_shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS))
+  params = to_global(params, replicated)   # a copy: the caller's arrays survive the donation
+  opt_state = optimizer.init(params)
 
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)
   start, resumed_from = 0, ckpt.latest_step()
   if resumed_from is not None:
     state = ckpt.restore(resumed_from, {"params": params, "opt_state": opt_state,
-                                        "loss": jax.device_put(jnp.zeros((), jnp.float32),
-                                                               replicated)})
+                                        "loss": to_global(np.zeros((), np.float32), replicated)})
     params, opt_state, start = state["params"], state["opt_state"], resumed_from
     restored_loss = float(state["loss"])
     logging.info("%s: resumed from checkpoint at step %d", config.name, start)
 
   first = batch_at(start)
-  step_fn = _jitted_step(loss_fn, optimizer, mesh)
-  batch_size = int(jax.tree.leaves(first)[0].shape[0])
+  step_fn = _jitted_step(loss_fn, optimizer, mesh, str(jax.random.key_impl(rng)))
+  batch_size = int(np.shape(jax.tree.leaves(first)[0])[0])
+  n_dev = mesh.shape[parallel.DATA_AXIS]
+  if batch_size % n_dev:
+    raise ValueError(f"{config.name}: batch size {batch_size} must be a multiple of the {n_dev} "
+                     "devices of the data mesh")
+  key_data = to_global(jax.random.key_data(rng), replicated)
 
   history = {"loss": [], "logged_steps": [], "resumed_from": resumed_from}
   t0 = t_log = time.perf_counter()
@@ -144,10 +172,11 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   try:
     for step in range(start, config.steps):
       batch = first if step == start else batch_at(step)
-      params, opt_state, loss, aux = step_fn(params, opt_state, batch, jax.random.fold_in(rng, step))
+      params, opt_state, loss_array, aux = step_fn(params, opt_state,
+                                                   to_global(batch, batch_shard), key_data, step)
       done = step + 1
       if done % config.log_every == 0 or done == config.steps:
-        loss = float(loss)
+        loss = float(loss_array)
         if not np.isfinite(loss):
           raise FloatingPointError(f"{config.name}: loss is {loss} at step {done}; training stopped "
                                    "(lower the learning rate); checkpoints up to step "
@@ -162,15 +191,17 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         history["logged_steps"].append(done)
         t_log, last_logged = now, done
       if done % config.checkpoint_every == 0 or done == config.steps:
-        if not np.isfinite(float(loss)):
-          raise FloatingPointError(f"{config.name}: loss is {float(loss)} at step {done}; "
+        if not np.isfinite(float(loss_array)):
+          raise FloatingPointError(f"{config.name}: loss is {float(loss_array)} at step {done}; "
                                    "training stopped before saving")
-        ckpt.save(done, {"params": params, "opt_state": opt_state,
-                         "loss": jnp.asarray(loss, jnp.float32)}, force=done == config.steps)
+        ckpt.save(done, {"params": params, "opt_state": opt_state, "loss": loss_array},
+                  force=done == config.steps)
   finally:
     ckpt.close()
   if resumed_from == config.steps:      # finished before: report the loss it finished with
     history["loss"], history["logged_steps"] = [restored_loss], [config.steps]
+  if jax.process_count() > 1:
+    params = local_copy(params)
   history["steps_run"] = config.steps - start
   history["seconds"] = time.perf_counter() - t0
   return params, history
