@@ -1,7 +1,12 @@
 """Running a study's CLI from a test, as a user would (one shared helper for every study)."""
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,31 +34,84 @@ SMOKE_FLAGFILES = {"orbit": "experiments/configs/orbit_smoke.flags",
                    "recover": "experiments/configs/recover_smoke.flags"}
 
 
-class SmokeRuns:
-  """Every study's smoke run, started together the first time any one is asked for.
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
-  XLA compiles on one thread and the smoke runs are mostly compiling, so on a 2-core machine the
-  three finish in about half the time they take one after another. Output goes to files (pipes
-  that nobody reads while another run is awaited could fill up and stall a run).
+
+# Two-process runs of the contrastive study (tests/test_distributed.py): one clip / p = 0 run of the
+# smoke flagfile, to compare with the single-process smoke run's row of the same name.
+DISTRIBUTED_ARGS = ("--losses=clip", "--mention_probs=0")
+HEARTBEAT_TIMEOUT = 10
+PEER_DEATH_HEARTBEAT = 5
+PEER_DEATH_STEPS = 100_000          # the survivor must stop because its peer died, not finish
+
+
+def _kill_when(log_path: str, pattern: str, proc: subprocess.Popen, record: dict):
+  """Watch ``log_path``; SIGKILL ``proc`` once ``pattern`` appears (time of the kill in record)."""
+  while proc.poll() is None:
+    with open(log_path) as f:
+      if re.search(pattern, f.read()):
+        proc.send_signal(signal.SIGKILL)
+        record["killed_at"] = time.monotonic()
+        return
+    time.sleep(0.2)
+
+
+class SmokeRuns:
+  """Every study's smoke run and the two-process runs, started together the first time any one
+  is asked for.
+
+  XLA compiles on one thread and the smoke runs are mostly compiling (the peer-death run mostly
+  waits for a heartbeat timeout), so on a 2-core machine they finish in a fraction of the time
+  they take one after another. Output goes to files (pipes that nobody reads while another run is
+  awaited could fill up and stall a run).
   """
 
   def __init__(self, base_dir: str):
-    self.base_dir, self.procs = base_dir, {}
+    self.base_dir, self.procs, self.peer_death, self.exited_at = base_dir, {}, {}, {}
+
+  def _start(self, name: str, study: str, flagfile: str, *args, workdir=None):
+    workdir = workdir or os.path.join(self.base_dir, name)
+    log = open(os.path.join(self.base_dir, name + ".log"), "w")
+    cmd = [sys.executable, "-m", f"experiments.{study}", f"--flagfile={flagfile}",
+           f"--workdir={workdir}", f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                            text=True)
+    self.procs[name] = (proc, workdir, log)
+    threading.Thread(target=lambda: (proc.wait(), self.exited_at.setdefault(name, time.monotonic())),
+                     daemon=True).start()
+
+  def _start_pair(self, name: str, *args, heartbeat: int = HEARTBEAT_TIMEOUT):
+    """Processes ``name/0`` and ``name/1`` of one ``--distributed`` contrastive run."""
+    os.makedirs(os.path.join(self.base_dir, name), exist_ok=True)
+    workdir = os.path.join(self.base_dir, name, "workdir")
+    address = f"127.0.0.1:{free_port()}"
+    for i in range(2):
+      self._start(f"{name}/{i}", "contrastive", SMOKE_FLAGFILES["contrastive"],
+                  *DISTRIBUTED_ARGS, "--distributed", f"--coordinator_address={address}",
+                  "--num_processes=2", f"--process_id={i}",
+                  f"--heartbeat_timeout={heartbeat}", *args, workdir=workdir)
 
   def _start_all(self):
     for study, flagfile in SMOKE_FLAGFILES.items():
-      workdir = os.path.join(self.base_dir, study)
-      log = open(os.path.join(self.base_dir, study + ".log"), "w")
-      cmd = [sys.executable, "-m", f"experiments.{study}", f"--flagfile={flagfile}",
-             f"--workdir={workdir}", f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}"]
-      self.procs[study] = (subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=log,
-                                            stderr=subprocess.STDOUT, text=True), workdir, log)
+      self._start(study, study, flagfile)
+    self._start_pair("distributed")
+    # Process 1 is killed as soon as both have joined (its "distributed:" line): process 0 goes
+    # on alone into the study and its first collective (the peer dying mid-training was checked by
+    # hand: same message, same bound). Killing it later would only add compile time to the suite.
+    self._start_pair("peer_death", f"--steps={PEER_DEATH_STEPS}", heartbeat=PEER_DEATH_HEARTBEAT)
+    victim, _, log = self.procs["peer_death/1"]
+    threading.Thread(target=_kill_when, args=(log.name, r"distributed: process 1 of 2", victim,
+                                              self.peer_death), daemon=True).start()
 
-  def get(self, study: str, timeout: float = 600):
-    """(workdir, return code, combined output) of ``study``'s finished smoke run."""
+  def get(self, name: str, timeout: float = 600):
+    """(workdir, return code, combined output) of the finished run ``name`` (a study, or
+    ``distributed/<i>`` / ``peer_death/<i>``)."""
     if not self.procs:
       self._start_all()
-    proc, workdir, log = self.procs[study]
+    proc, workdir, log = self.procs[name]
     proc.wait(timeout=timeout)
     log.close()
     with open(log.name) as f:

@@ -1,12 +1,15 @@
-"""pytest setup: 8 virtual CPU devices for every multi-device test.
+"""pytest setup: 8 virtual CPU devices for every multi-device test, fast compiles.
 
 XLA reads the flag when the backend starts, so it has to be set before jax is imported anywhere.
 """
 import os
 
-_flag = "--xla_force_host_platform_device_count=8"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+# XLA:CPU's LLVM optimisation off (level 0): the suite is dominated by compiling many small
+# programs, which level 0 does in ~60% of the time; no test measures speed, and every tolerance
+# holds (the study subprocesses in tests/cli.py run the same way).
+for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0"):
+  if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Threefry's unrolled rounds dominate XLA:CPU compile time of every small `init` (~5 s each here);
 # the RBG generator compiles in a fraction of that. Tests only need seeded determinism, not a

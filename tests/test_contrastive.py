@@ -100,6 +100,85 @@ def test_shapes_are_checked():
     contrastive.siglip_loss(img, txt, jnp.zeros((1,)), jnp.float32(0.0))
 
 
+# -- single device, hand-written backward: clip_loss_fused against clip_loss ----------------------
+def _fallback_embeddings(batch=16):
+  """Image 0 = text 0 (a logit of 100 at the clamped scale); every other text is nearly orthogonal
+  to every image, so its column of logits stays near 0, ~100 below the global max: exp of the
+  shifted column underflows float32 and the shared-exp column sums cannot be used."""
+  rng = np.random.default_rng(5)
+  img = np.eye(batch, 2 * batch, dtype=np.float32)
+  txt = np.roll(np.eye(batch, 2 * batch, dtype=np.float32), batch, axis=1)
+  txt[0] = img[0]
+  txt += 0.05 * rng.normal(size=txt.shape).astype(np.float32)
+  txt[0] = img[0]
+  return contrastive.l2_normalize(jnp.asarray(img)), contrastive.l2_normalize(jnp.asarray(txt))
+
+
+def _fused_takes_exact_branch(img, txt, log_scale):
+  """Whether ``clip_loss_fused``'s forward pass falls back to the exact column logsumexp."""
+  scale = contrastive.clip_logit_scale(jnp.float32(log_scale))
+  return bool(contrastive._fused_forward(img, txt, scale)[1][-1])
+
+
+class FusedClipTest(chex.TestCase):
+  """``clip_loss_fused`` has the value and the gradients (img, txt, log_scale) of ``clip_loss``."""
+
+  def assert_matches_clip_loss(self, fn, img, txt, log_scale):
+    """Value and all three gradients of ``fn`` within 1e-5 of ``clip_loss``'s (jitted)."""
+    got = self.variant(jax.value_and_grad(fn, argnums=(0, 1, 2)))(img, txt, log_scale)
+    want = _reference_value_and_grad(contrastive.clip_loss, 3)(img, txt, log_scale)
+    chex.assert_tree_all_finite(got)
+    chex.assert_trees_all_close(got, want, atol=TOL, rtol=TOL)
+    return got
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters((32, math.log(1 / 0.07)), (64, 0.0), (8, math.log(30.0)))
+  def test_matches_clip_loss(self, batch, log_scale):
+    img, txt = _embeddings(20 + batch, batch=batch)
+    assert not _fused_takes_exact_branch(img, txt, log_scale)
+    _, (_, _, d_log_scale) = self.assert_matches_clip_loss(
+        contrastive.clip_loss_fused, img, txt, jnp.float32(log_scale))
+    assert abs(d_log_scale) > 1e-4  # below the clamp: the temperature gets a gradient
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_clamped_scale_has_zero_gradient(self):
+    img, txt = _embeddings(21)
+    _, (_, _, d_log_scale) = self.assert_matches_clip_loss(
+        contrastive.clip_loss_fused, img, txt, jnp.float32(math.log(250.0)))
+    assert d_log_scale == 0.0
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_underflowing_columns_take_the_exact_branch(self):
+    img, txt = _fallback_embeddings()
+    log_scale = math.log(100.0) + 0.1  # clamped: scale 100
+    scale = contrastive.clip_logit_scale(jnp.float32(log_scale))
+    logits = scale * img @ txt.T
+    col_sums = jnp.exp(logits - logits.max(axis=1, keepdims=True)).T @ jnp.exp(
+        logits.max(axis=1) - logits.max())
+    assert float(col_sums.min()) < 1e-30  # the shared-exp sums alone would be wrong here
+    assert _fused_takes_exact_branch(img, txt, log_scale)
+    self.assert_matches_clip_loss(contrastive.clip_loss_fused, img, txt, jnp.float32(log_scale))
+    np.testing.assert_allclose(contrastive.clip_loss_fused(img, txt, jnp.float32(log_scale)),
+                               clip_np(img, txt, log_scale), rtol=TOL, atol=TOL)
+
+  # Controls: the same comparison rejects a wrong value and a wrong gradient.
+  @chex.variants(with_jit=True)
+  def test_control_perturbed_value_is_detected(self):
+    img, txt = _embeddings(22)
+    perturbed = lambda *args: contrastive.clip_loss_fused(*args) * (1 + 1e-4)
+    with pytest.raises(AssertionError):
+      self.assert_matches_clip_loss(perturbed, img, txt, contrastive.init_clip_temperature())
+
+  @chex.variants(with_jit=True)
+  def test_control_perturbed_gradient_is_detected(self):
+    img, txt = _embeddings(23)
+    # Same value; d/d(log_scale) off by 1e-3.
+    perturbed = lambda i, t, s: (contrastive.clip_loss_fused(i, t, s) +
+                                 1e-3 * (s - lax.stop_gradient(s)))
+    with pytest.raises(AssertionError):
+      self.assert_matches_clip_loss(perturbed, img, txt, contrastive.init_clip_temperature())
+
+
 # -- data parallel: one assertion for every variant ---------------------------------------------
 PARAMS = {
     "clip": lambda: (contrastive.init_clip_temperature(),),
@@ -137,11 +216,20 @@ def _reference_value_and_grad(reference, n_args):
   return jax.jit(jax.value_and_grad(reference, tuple(range(n_args))))
 
 
+# The temperature / bias gradients are sums over all B^2 pairs of terms of size ~ the logit scale
+# (up to 100) that nearly cancel: float32 summation order (devices, FMA contraction, which differs
+# between XLA's optimisation levels) moves them by ~1e-6 of that scale, so their absolute tolerance
+# is relative to the terms summed, not to the small result.
+SCALAR_GRAD_ATOL = 1e-4
+
+
 def assert_matches_single_device(f, reference, args):
-  """Value and gradients of ``f`` within 1e-5 of the single-device ``reference``."""
+  """Value and embedding gradients of ``f`` within 1e-5 of the single-device ``reference``; the
+  scalar parameters' gradients within ``SCALAR_GRAD_ATOL`` (+ 1e-5 relative)."""
   want = _reference_value_and_grad(reference, len(args))(*args)
   got = f(*args)
-  chex.assert_trees_all_close(got, want, atol=TOL, rtol=TOL)
+  chex.assert_trees_all_close((got[0], got[1][:2]), (want[0], want[1][:2]), atol=TOL, rtol=TOL)
+  chex.assert_trees_all_close(got[1][2:], want[1][2:], atol=SCALAR_GRAD_ATOL, rtol=TOL)
 
 
 def test_eight_devices():
