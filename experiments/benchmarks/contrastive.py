@@ -101,7 +101,7 @@ def _compiled_memory(fn, mesh, batch: int, dim: int) -> Dict[str, int]:
   return out
 
 
-def _memory(n_devices: int, batch: int, dim: int) -> Dict[str, Any]:
+def memory(n_devices: int = 8, batch: int = 32768, dim: int = 256) -> Dict[str, Any]:
   have = jax.device_count()
   if have < n_devices:
     return dict(skipped=f"needs {n_devices} devices, jax sees {have}: set XLA_FLAGS="
@@ -139,7 +139,7 @@ def run(batch_sizes: Sequence[int] = (1024, 4096, 8192), dim: int = 256,
   device = jax.devices()[0]
   return dict(suite="contrastive", backend=jax.default_backend(), device_kind=device.device_kind,
               jax_version=jax.__version__, peak=peak, timing=rows, clip_goal=_clip_goal(rows),
-              memory=_memory(n_devices_memory, memory_batch, dim))
+              memory=memory(n_devices_memory, memory_batch, dim))
 
 
 def format_table(result: Dict[str, Any]) -> str:

@@ -13,7 +13,10 @@ replicated, batch sharded on the ``("data",)`` mesh), at the sizes of the study'
 
 The batch is placed on the devices once (host input is not timed). The one-device and
 all-device steps are timed in alternation (``timing.median_seconds_interleaved``), and
-``speedup`` = time on 1 device / time on all devices. On XLA:CPU the devices are virtual
+``speedup`` = time on 1 device / time on all devices. ``flops`` is XLA's cost analysis of the
+compiled one-device step; ``fraction_of_peak`` (model FLOP utilisation on one device) divides its
+achieved FLOP/s by the matmul peak measured in the same run (float32: the studies train in f32; the
+bf16 peak is reported beside it). On XLA:CPU the devices are virtual
 (``--xla_force_host_platform_device_count``) and share the machine's cores. Goal (contrastive
 step): all 8 virtual devices >= 1.5 x one device.
 
@@ -21,9 +24,10 @@ Imports no tfds or grain (the GPU image has neither).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Dict
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -68,9 +72,9 @@ def _models() -> Dict[str, Any]:
   }
 
 
-def _stepper(loss_fn, params, batch, mesh) -> Callable[[], jax.Array]:
+def _stepper(loss_fn, params, batch, mesh):
   """A no-argument function doing one update on ``mesh`` (its state carried across calls: the
-  jitted step donates its parameters)."""
+  jitted step donates its parameters), and the step's FLOPs from XLA's cost analysis."""
   optimizer = optax.adam(1e-3)
   rng = jax.random.key(4)
   step = train._jitted_step(loss_fn, optimizer, mesh, str(jax.random.key_impl(rng)))  # pylint: disable=protected-access
@@ -85,20 +89,31 @@ def _stepper(loss_fn, params, batch, mesh) -> Callable[[], jax.Array]:
     state["params"], state["opt"], loss, _ = step(state["params"], state["opt"], batch, key_data, 0)
     return loss
 
-  return one_step
+  cost = step.lower(state["params"], state["opt"], batch, key_data, 0).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return one_step, float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def run(repeats: int = 7) -> Dict[str, Any]:
+def run(repeats: int = 7, peak: Dict[str, Any] = None) -> Dict[str, Any]:
+  """``peak``: the contrastive suite's ``{"float32": ..., "bfloat16": ...}`` matmul peaks (measured
+  here if not given)."""
+  if peak is None:
+    peak = {name: timing.matmul_peak(dtype=dtype, repeats=repeats)
+            for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16))}
   n_all = jax.device_count()
   meshes = {"1": parallel.data_mesh(jax.devices()[:1])}
   if n_all > 1:
     meshes[str(n_all)] = parallel.data_mesh()
   rows = []
   for name, (loss_fn, params, batch) in _models().items():
-    steppers = {k: _stepper(loss_fn, params, batch, mesh) for k, mesh in meshes.items()}
-    times = timing.median_seconds_interleaved(steppers, repeats=repeats)
+    made = {k: _stepper(loss_fn, params, batch, mesh) for k, mesh in meshes.items()}
+    times = timing.median_seconds_interleaved({k: m[0] for k, m in made.items()},
+                                              repeats=repeats)
     size = int(len(next(iter(batch.values()))))
-    row = {"model": name, "batch": size,
+    flops = made["1"][1]
+    row = {"model": name, "batch": size, "flops": flops,
+           "fraction_of_peak": {d: flops / times["1"]["median_s"] / p["flop_per_s"]
+                                for d, p in peak.items()},
            "per_devices": {k: {**t, "examples_per_s": size / t["median_s"]}
                            for k, t in times.items()}}
     if n_all > 1:
@@ -107,23 +122,42 @@ def run(repeats: int = 7) -> Dict[str, Any]:
   goal = next(r for r in rows if r["model"] == GOAL_MODEL)
   return {"suite": "train", "backend": jax.default_backend(),
           "device_kind": jax.devices()[0].device_kind, "devices": n_all, "rows": rows,
+          "peak_flop_per_s": {d: p["flop_per_s"] for d, p in peak.items()},
           "goal": {"model": GOAL_MODEL, "speedup_at_least": SPEEDUP_GOAL,
                    "speedup": goal.get("speedup"),
                    "met": goal.get("speedup", 0.0) >= SPEEDUP_GOAL if n_all >= 8 else None}}
 
 
 def format_table(result: Dict[str, Any]) -> str:
+  """The table; with ``experiments.bench``'s ``single_process`` entries (a 1-device process) when
+  present, else the 1-device mesh of this process."""
   n = result["devices"]
   lines = [f"train step (forward + backward + Adam), examples/s ({result['backend']}, "
-           f"{result['device_kind']}, 1 vs {n} devices)",
-           f"{'model':<20}{'batch':>6}{'1 device':>12}{f'{n} devices':>12}{'speedup':>9}"]
+           f"{result['device_kind']})",
+           f"{'model':<18}{'batch':>6}{'MFLOP/step':>11}{'1 dev proc':>11}{'1 of ' + str(n):>9}"
+           f"{f'{n} devices':>11}{'speedup':>9}{'(vs 1 of ' + str(n) + ')':>12}{'MFU f32':>9}"]
   for r in result["rows"]:
-    per = r["per_devices"]
-    many = f"{per[str(n)]['examples_per_s']:>12,.0f}" if str(n) in per else f"{'-':>12}"
-    speed = f"{r['speedup']:>9.2f}" if "speedup" in r else f"{'-':>9}"
-    lines.append(f"{r['model']:<20}{r['batch']:>6}{per['1']['examples_per_s']:>12,.0f}{many}{speed}")
+    per, single = r["per_devices"], r.get("single_process")
+    cell = lambda v, fmt, w: f"{v:>{w}{fmt}}" if v is not None else f"{'-':>{w}}"
+    many = per.get(str(n)) if n > 1 else None
+    mfu = (single or r)["fraction_of_peak"]["float32"]
+    lines.append(
+        f"{r['model']:<18}{r['batch']:>6}{r['flops'] / 1e6:>11,.0f}"
+        + cell(single and single["examples_per_s"], ",.0f", 11)
+        + cell(per["1"]["examples_per_s"], ",.0f", 9)
+        + cell(many and many["examples_per_s"], ",.0f", 11)
+        + cell(r.get("speedup_vs_single_process"), ".2f", 9)
+        + cell(r.get("speedup"), ".2f", 12) + f"{mfu:>9.3f}")
   g = result["goal"]
-  verdict = {True: "met", False: "NOT met", None: f"not measured (needs 8 devices, have {n})"}
-  lines.append(f"goal: {g['model']} on 8 devices >= {g['speedup_at_least']} x one device: "
-               f"{verdict[g['met']]}")
+  if g["met"] is None:
+    lines.append(f"goal: {g['model']} on 8 devices >= {g['speedup_at_least']} x one device: "
+                 f"not measured (needs 8 devices, have {n})")
+  else:
+    verdict = lambda ok: "met" if ok else "NOT met"
+    text = (f"goal: {g['model']} on {n} devices >= {g['speedup_at_least']} x one device: "
+            f"{g['speedup']:.2f}x the 1-device mesh of the same process ({verdict(g['met'])})")
+    if "speedup_vs_single_process" in g:
+      text += (f", {g['speedup_vs_single_process']:.2f}x a 1-device process "
+               f"({verdict(g['met_vs_single_process'])})")
+    lines.append(text)
   return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""The benchmark script's plumbing (its measurements are run by hand, never timed in tests)."""
+import copy
+
+from experiments import bench
+from experiments.benchmarks import train_step
+from tests import cli
+
+
+def _train_result(devices, seconds):
+  rows = [{"model": m, "batch": 128, "flops": 1e6, "fraction_of_peak": {"float32": 0.1},
+           "per_devices": {str(n): {"median_s": t, "examples_per_s": 128 / t}
+                           for n, t in seconds[m].items()}}
+          for m in seconds]
+  for r in rows:
+    if str(devices) in r["per_devices"] and devices > 1:
+      r["speedup"] = r["per_devices"]["1"]["median_s"] / r["per_devices"][str(devices)]["median_s"]
+  goal = next(r for r in rows if r["model"] == train_step.GOAL_MODEL)
+  return {"backend": "cpu", "device_kind": "cpu", "devices": devices, "rows": rows,
+          "goal": {"model": train_step.GOAL_MODEL, "speedup_at_least": 1.5,
+                   "speedup": goal.get("speedup"),
+                   "met": goal.get("speedup", 0) >= 1.5 if devices >= 8 else None}}
+
+
+def test_merge_train_compares_the_eight_device_step_with_the_one_device_process():
+  single = _train_result(1, {train_step.GOAL_MODEL: {"1": 2.0}})
+  many = _train_result(8, {train_step.GOAL_MODEL: {"1": 3.0, "8": 1.0}})
+  merged = bench._merge_train(single, copy.deepcopy(many))
+  row = merged["rows"][0]
+  assert row["speedup"] == 3.0 and row["speedup_vs_single_process"] == 2.0
+  assert merged["goal"]["met"] and merged["goal"]["met_vs_single_process"]
+  table = train_step.format_table(merged)
+  assert "3.00x the 1-device mesh of the same process (met)" in table
+  assert "2.00x a 1-device process (met)" in table
+  # Control: a slower 8-device step fails the same goal in both comparisons.
+  slow = bench._merge_train(single, _train_result(8, {train_step.GOAL_MODEL: {"1": 3.0, "8": 2.5}}))
+  assert not slow["goal"]["met"] and not slow["goal"]["met_vs_single_process"]
+  assert "NOT met" in train_step.format_table(slow)
+
+
+def test_bad_flags_fail_in_one_line():
+  procs = {flag: cli.popen("bench", *args) for flag, args in {
+      "out": ["--suite=orbit"], "suite": ["--suite=everything", "--out=x.json"],
+      "repeats": ["--suite=orbit", "--out=x.json", "--repeats=2"]}.items()}
+  for flag, proc in procs.items():
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and flag in lines[0], (flag, err)
