@@ -47,7 +47,7 @@ def _run_part(part: str, repeats: int) -> dict:
   if part == "orbit":
     return orbit.run(repeats=repeats)
   if part == "contrastive":
-    return contrastive.run(repeats=repeats, n_devices_memory=8)      # memory: its own part
+    return contrastive.run(repeats=repeats, n_devices_memory=0)      # memory: its own part
   if part == "memory":
     return contrastive.memory()
   peak = {jnp.dtype(d).name: timing.matmul_peak(dtype=d, repeats=repeats)
@@ -68,7 +68,8 @@ def _child(part: str, repeats: int) -> dict:
                            f"--out={out}", f"--repeats={FLAGS.repeats}"], env=env, check=False,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode:
-      raise RuntimeError(f"bench part {part} failed:\n{done.stdout[-3000:]}")
+      print(done.stdout[-3000:], file=sys.stderr)
+      raise OSError(f"bench part {part} failed (exit code {done.returncode}; its output is above)")
     with open(out) as f:
       return json.load(f)
 
@@ -82,6 +83,7 @@ def _merge_train(single: dict, many: dict) -> dict:
     n = str(many["devices"])
     if n in row["per_devices"] and n != "1":
       row["speedup_vs_single_process"] = one["median_s"] / row["per_devices"][n]["median_s"]
+  many["single_process_peak_flop_per_s"] = single["peak_flop_per_s"]   # its MFU's ceiling
   goal = many["goal"]
   goal_row = next(r for r in many["rows"] if r["model"] == goal["model"])
   if "speedup_vs_single_process" in goal_row:

@@ -110,9 +110,7 @@ def config_from_flags() -> Config:
     study.fail("warmup_steps", FLAGS.warmup_steps, f"allowed: < --steps={FLAGS.steps}")
   if FLAGS.batch_size > FLAGS.num_train:
     study.fail("batch_size", FLAGS.batch_size, f"allowed: <= --num_train={FLAGS.num_train}")
-  if FLAGS.batch_size % jax.device_count():
-    study.fail("batch_size", FLAGS.batch_size,
-               f"allowed: a multiple of the {jax.device_count()} devices (data parallel)")
+  study.check_data_parallel("batch_size")
   if not FLAGS.learning_rate > 0:
     study.fail("learning_rate", FLAGS.learning_rate, "allowed: > 0")
   return Config(losses=losses, mention_probs=probs, embed_dims=dims, attribute=FLAGS.attribute,

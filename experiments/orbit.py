@@ -121,8 +121,9 @@ def config_from_flags() -> Config:
                f"allowed: 1..{order} (the order of the {FLAGS.group} group)")
   if not 0 <= FLAGS.eval_elements <= order:
     study.fail("eval_elements", FLAGS.eval_elements, f"allowed: 0 (all) .. {order}")
-  for name in ("batch_size", "placements_per_image", "aug_eval_samples", "eval_examples"):
+  for name in ("placements_per_image", "aug_eval_samples", "eval_examples"):
     study.check_positive(name, FLAGS[name].value)
+  study.check_data_parallel("batch_size")
   study.check_positive("jensen_batches", FLAGS.jensen_batches, 0)
   if not FLAGS.learning_rate > 0:
     study.fail("learning_rate", FLAGS.learning_rate, "allowed: > 0")

@@ -177,9 +177,7 @@ def config_from_flags() -> Config:
     study.fail("contrastive_batch_size", FLAGS.contrastive_batch_size,
                f"allowed: <= --num_train={FLAGS.num_train}")
   for name in ("contrastive_batch_size", "tune_batch_size"):
-    if FLAGS[name].value % jax.device_count():
-      study.fail(name, FLAGS[name].value,
-                 f"allowed: a multiple of the {jax.device_count()} devices (data parallel)")
+    study.check_data_parallel(name)
   for name in ("pretrain_learning_rate", "recaption_learning_rate", "tune_learning_rate"):
     if not FLAGS[name].value > 0:
       study.fail(name, FLAGS[name].value, "allowed: > 0")
@@ -273,9 +271,15 @@ def load_params(directory: str, step: int, like, flag: str = "pretrained_workdir
   if not os.path.isdir(directory):
     study.fail(flag, directory, "no such checkpoint directory")
   manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                  options=ocp.CheckpointManagerOptions(create=False))
+                                  options=ocp.CheckpointManagerOptions(create=False),
+                                  item_handlers=ocp.StandardCheckpointHandler())
+  # Restore onto this process's first device, not the sharding the checkpoint was saved with
+  # (that names the devices, and under --distributed the hosts, of the run that wrote it).
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   try:
-    state = manager.restore(step, args=ocp.args.StandardRestore())
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
+                          dict(manager.item_metadata(step)))
+    state = manager.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as e:  # orbax raises many types for damaged files
     study.fail(flag, directory, f"checkpoint at step {step} is unreadable ({type(e).__name__}); "
                "allowed: a finished, readable checkpoint")

@@ -110,6 +110,15 @@ def check_choices(flag: str, values: Sequence[str], allowed: Sequence[str]) -> l
   return values
 
 
+def check_data_parallel(flag: str) -> int:
+  """A global batch size flag: >= 1 and a multiple of the device count (every process's)."""
+  import jax
+  value = check_positive(flag, FLAGS[flag].value)
+  if value % jax.device_count():
+    fail(flag, value, f"allowed: a multiple of the {jax.device_count()} devices (data parallel)")
+  return value
+
+
 def check_positive(flag: str, value, low=1):
   if value is None or value < low:
     fail(flag, value, f"allowed: >= {low}")
@@ -156,7 +165,8 @@ def _env_int(flag: str, env: str):
 
 def start_distributed() -> None:
   """``--distributed``: join the other processes (before anything touches a jax backend)."""
-  given = [n for n in ("coordinator_address", "num_processes", "process_id") if FLAGS[n].present]
+  given = [n for n in ("coordinator_address", "num_processes", "process_id", "heartbeat_timeout")
+           if FLAGS[n].present]
   if not FLAGS.distributed:
     if given:
       fail(given[0], FLAGS[given[0]].value, "allowed only with --distributed")
@@ -170,14 +180,25 @@ def start_distributed() -> None:
     fail("num_processes", count, "allowed: >= 1")
   if index is not None and (index < 0 or (count is not None and index >= count)):
     fail("process_id", index, f"allowed: 0 .. num_processes - 1 = {(count or 1) - 1}")
-  if (count is None) != (index is None) or (count is not None and address is None):
+  if len({count is None, index is None, address is None}) > 1:
     fail("distributed", True, "give --coordinator_address, --num_processes and --process_id "
          "together (or their $JAX_* variables), or none of them to auto-detect (Cloud TPU, SLURM)")
+  host, _, port = (address or "").rpartition(":")
+  if address is not None and not (host and port.isdigit() and 0 < int(port) < 65536):
+    fail("coordinator_address", address, "allowed: host:port of process 0, port 1..65535")
   check_positive("heartbeat_timeout", FLAGS.heartbeat_timeout)
   # CPU collectives across processes need gloo; GPUs and TPUs use their own (NCCL, ICI/DCN).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  parallel.initialize_distributed(address, count, index,
-                                  heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
+  try:
+    # A process that stops on an error waits at most --heartbeat_timeout at exit for the others
+    # (JAX's shutdown barrier); when that barrier fails, JAX stops every process.
+    parallel.initialize_distributed(address, count, index,
+                                    heartbeat_timeout_seconds=FLAGS.heartbeat_timeout,
+                                    shutdown_timeout_seconds=FLAGS.heartbeat_timeout)
+  except (RuntimeError, ValueError) as e:
+    fail("coordinator_address", address or "(auto-detect)",
+         f"jax.distributed.initialize failed ({str(e).splitlines()[0][:200]}); allowed: the "
+         "host:port of process 0, reachable from every process, with every process started")
   logging.info("distributed: process %d of %d, %d local / %d global devices (a dead peer stops "
                "every process after %d s without heartbeats)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
@@ -232,6 +253,26 @@ def save_figure(fig, path: str) -> None:
 
 
 # -- the workdir ----------------------------------------------------------------------------------
+def _check_same_on_every_process(flag_values: dict) -> None:
+  """Under --distributed, every process must run the same study with the same flags (else their
+  collectives would not match): every process compares its flags' hash with process 0's, and all
+  of them stop together if any differs."""
+  import hashlib
+  import jax
+  import numpy as np
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  digest = hashlib.sha256(json.dumps(flag_values, sort_keys=True).encode()).digest()
+  mine = np.frombuffer(digest, np.uint32)
+  same = np.array_equal(mine, np.asarray(multihost_utils.broadcast_one_to_all(mine)))
+  every = np.asarray(multihost_utils.process_allgather(np.array([same])))
+  if not every.all():
+    fail("distributed", True, "processes " + ", ".join(
+        str(i) for i in np.flatnonzero(~every.reshape(-1))) + " run with flags that differ from "
+         "process 0's; allowed: the same result-defining flags on every process")
+
+
 class Workdir:
   """Rows, checkpoints and results of one study in one directory (see module docstring)."""
 
@@ -244,6 +285,7 @@ class Workdir:
       fail("workdir", path, "is a file; allowed: a directory (new or made by this study)")
     flag_values = {**flag_values, "study": study}
     self.flags = flag_values
+    _check_same_on_every_process(flag_values)
     stored = os.path.join(path, "flags.json")
     if not os.path.exists(stored) and any(
         os.path.exists(os.path.join(path, name)) for name in ("results.json", "rows")):

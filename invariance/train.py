@@ -146,7 +146,8 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS))
   params = to_global(params, replicated)   # a copy: the caller's arrays survive the donation
-  opt_state = optimizer.init(params)
+  # jit with a replicated output: every leaf (Adam's step count too) is global on every process.
+  opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
 
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)
   start, resumed_from = 0, ckpt.latest_step()

@@ -43,7 +43,7 @@ def free_port() -> int:
 # Two-process runs of the contrastive study (tests/test_distributed.py): one clip / p = 0 run of the
 # smoke flagfile, to compare with the single-process smoke run's row of the same name.
 DISTRIBUTED_ARGS = ("--losses=clip", "--mention_probs=0")
-HEARTBEAT_TIMEOUT = 10
+HEARTBEAT_TIMEOUT = 60             # the default: no false "task died" on a loaded machine
 PEER_DEATH_HEARTBEAT = 5
 PEER_DEATH_STEPS = 100_000          # the survivor must stop because its peer died, not finish
 
@@ -105,6 +105,14 @@ class SmokeRuns:
     victim, _, log = self.procs["peer_death/1"]
     threading.Thread(target=_kill_when, args=(log.name, r"distributed: process 1 of 2", victim,
                                               self.peer_death), daemon=True).start()
+
+  def stop(self):
+    """Kill every run still going (the end of the session)."""
+    for proc, _, log in self.procs.values():
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+      log.close()
 
   def get(self, name: str, timeout: float = 600):
     """(workdir, return code, combined output) of the finished run ``name`` (a study, or

@@ -29,4 +29,6 @@ import pytest  # noqa: E402
 def smoke_runs(tmp_path_factory):
   """The three studies' smoke runs, run concurrently once per session (see tests/cli.py)."""
   from tests import cli
-  return cli.SmokeRuns(str(tmp_path_factory.mktemp("smoke_runs")))
+  runs = cli.SmokeRuns(str(tmp_path_factory.mktemp("smoke_runs")))
+  yield runs
+  runs.stop()

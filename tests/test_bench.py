@@ -14,11 +14,8 @@ def _train_result(devices, seconds):
   for r in rows:
     if str(devices) in r["per_devices"] and devices > 1:
       r["speedup"] = r["per_devices"]["1"]["median_s"] / r["per_devices"][str(devices)]["median_s"]
-  goal = next(r for r in rows if r["model"] == train_step.GOAL_MODEL)
   return {"backend": "cpu", "device_kind": "cpu", "devices": devices, "rows": rows,
-          "goal": {"model": train_step.GOAL_MODEL, "speedup_at_least": 1.5,
-                   "speedup": goal.get("speedup"),
-                   "met": goal.get("speedup", 0) >= 1.5 if devices >= 8 else None}}
+          "peak_flop_per_s": {"float32": 1e11}, "goal": train_step.goal_of(rows, devices)}
 
 
 def test_merge_train_compares_the_eight_device_step_with_the_one_device_process():
@@ -27,6 +24,7 @@ def test_merge_train_compares_the_eight_device_step_with_the_one_device_process(
   merged = bench._merge_train(single, copy.deepcopy(many))
   row = merged["rows"][0]
   assert row["speedup"] == 3.0 and row["speedup_vs_single_process"] == 2.0
+  assert merged["single_process_peak_flop_per_s"] == {"float32": 1e11}
   assert merged["goal"]["met"] and merged["goal"]["met_vs_single_process"]
   table = train_step.format_table(merged)
   assert "3.00x the 1-device mesh of the same process (met)" in table
@@ -37,11 +35,13 @@ def test_merge_train_compares_the_eight_device_step_with_the_one_device_process(
   assert "NOT met" in train_step.format_table(slow)
 
 
-def test_bad_flags_fail_in_one_line():
+def test_bad_flags_fail_in_one_line(tmp_path):
+  out = f"--out={tmp_path / 'bench.json'}"
   procs = {flag: cli.popen("bench", *args) for flag, args in {
-      "out": ["--suite=orbit"], "suite": ["--suite=everything", "--out=x.json"],
-      "repeats": ["--suite=orbit", "--out=x.json", "--repeats=2"]}.items()}
+      "out": ["--suite=orbit"], "suite": ["--suite=everything", out],
+      "repeats": ["--suite=orbit", out, "--repeats=2"]}.items()}
   for flag, proc in procs.items():
     _, err = proc.communicate(timeout=120)
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and flag in lines[0], (flag, err)
+  assert not list(tmp_path.iterdir())

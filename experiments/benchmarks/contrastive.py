@@ -102,10 +102,13 @@ def _compiled_memory(fn, mesh, batch: int, dim: int) -> Dict[str, int]:
 
 
 def memory(n_devices: int = 8, batch: int = 32768, dim: int = 256) -> Dict[str, Any]:
+  """Compiled memory of gathered vs chunked SigLIP on ``n_devices`` (0: skipped)."""
+  if n_devices == 0:
+    return dict(skipped="not requested (n_devices_memory=0)")
   have = jax.device_count()
   if have < n_devices:
-    return dict(skipped=f"needs {n_devices} devices, jax sees {have}: set XLA_FLAGS="
-                        f"--xla_force_host_platform_device_count={n_devices} before importing jax")
+    return dict(skipped=f"needs {n_devices} devices, jax sees {have} (on a CPU host: XLA_FLAGS="
+                        f"--xla_force_host_platform_device_count={n_devices} before importing jax)")
   if batch % n_devices:
     raise ValueError(f"memory_batch={batch} must be divisible by n_devices_memory={n_devices}.")
   mesh = parallel.data_mesh(jax.devices()[:n_devices])
