@@ -140,14 +140,14 @@ class FusedClipTest(chex.TestCase):
         contrastive.clip_loss_fused, img, txt, jnp.float32(log_scale))
     assert abs(d_log_scale) > 1e-4  # below the clamp: the temperature gets a gradient
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   def test_clamped_scale_has_zero_gradient(self):
     img, txt = _embeddings(21)
     _, (_, _, d_log_scale) = self.assert_matches_clip_loss(
         contrastive.clip_loss_fused, img, txt, jnp.float32(math.log(250.0)))
     assert d_log_scale == 0.0
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   def test_underflowing_columns_take_the_exact_branch(self):
     img, txt = _fallback_embeddings()
     log_scale = math.log(100.0) + 0.1  # clamped: scale 100

@@ -56,3 +56,24 @@ def test_a_dead_peer_stops_the_survivor_within_the_heartbeat_timeout(smoke_runs)
   # The peer is declared dead after PEER_DEATH_HEARTBEAT s; slack for a loaded 2-core machine.
   assert waited <= cli.PEER_DEATH_HEARTBEAT + 30, waited
   assert "distributed: process 0 of 2" in output and f"step {cli.PEER_DEATH_STEPS}/" not in output
+
+
+BAD = {
+    "num_processes": ["--num_processes=2"],                               # without --distributed
+    "distributed": ["--distributed", "--num_processes=2"],                # the others missing
+    "coordinator_address": ["--distributed", "--coordinator_address=host0", "--num_processes=2",
+                            "--process_id=0"],                            # no port
+    "process_id": ["--distributed", "--coordinator_address=127.0.0.1:1", "--num_processes=2",
+                   "--process_id=2"],
+}
+
+
+def test_bad_distributed_flags_fail_in_one_line_before_any_work(tmp_path):
+  procs = {flag: cli.popen("contrastive", f"--flagfile={cli.SMOKE_FLAGFILES['contrastive']}",
+                           f"--workdir={tmp_path / flag}", *args) for flag, args in BAD.items()}
+  for flag, proc in procs.items():
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, (flag, err)
+    assert lines[0].startswith(f"error: --{flag}="), (flag, lines[0])
+  assert not list(tmp_path.iterdir())
