@@ -42,17 +42,14 @@ flags.DEFINE_enum("part", None, list(PARTS), "Internal: run one part in this pro
 
 
 def _run_part(part: str, repeats: int) -> dict:
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from experiments.benchmarks import contrastive, orbit, timing, train_step  # pylint: disable=import-outside-toplevel
+  from experiments.benchmarks import contrastive, orbit, train_step  # pylint: disable=import-outside-toplevel
   if part == "orbit":
     return orbit.run(repeats=repeats)
   if part == "contrastive":
     return contrastive.run(repeats=repeats, n_devices_memory=0)      # memory: its own part
   if part == "memory":
     return contrastive.memory()
-  peak = {jnp.dtype(d).name: timing.matmul_peak(dtype=d, repeats=repeats)
-          for d in (jnp.float32, jnp.bfloat16)}
-  return train_step.run(repeats=repeats, peak=peak)
+  return train_step.run(repeats=repeats)             # measures its process's own peak
 
 
 def _child(part: str, repeats: int) -> dict:

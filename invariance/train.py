@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,27 @@ def _jitted_step(loss_fn: Callable, optimizer: optax.GradientTransformation, mes
 
   return jax.jit(step, in_shardings=(replicated, replicated, batch_shard, replicated, replicated),
                  out_shardings=replicated, donate_argnums=(0, 1))
+
+
+class Setup(NamedTuple):
+  """What ``fit``'s loop runs: the jitted update over a mesh and its starting state."""
+  step: Callable            # (params, opt_state, global batch, key_data, step) -> (..., loss, aux)
+  params: PyTree            # replicated global arrays (a copy: the step donates them)
+  opt_state: PyTree         # replicated global arrays (Adam's step count too)
+  key_data: jax.Array       # the run's key, replicated; each step folds in its index
+  batch_sharding: jax.sharding.NamedSharding
+
+
+def setup(loss_fn: Callable, params: PyTree, optimizer: optax.GradientTransformation, mesh,
+          rng) -> Setup:
+  """The update step and state ``fit`` starts from (also used by the train-step benchmark)."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  params = to_global(params, replicated)
+  # jit with a replicated output: every leaf (Adam's step count too) is global on every process.
+  opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
+  return Setup(_jitted_step(loss_fn, optimizer, mesh, str(jax.random.key_impl(rng))), params,
+               opt_state, to_global(jax.random.key_data(rng), replicated),
+               jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS)))
 
 
 def to_global(tree: PyTree, sharding: jax.sharding.NamedSharding) -> PyTree:
@@ -144,10 +165,8 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   """
   mesh = parallel.data_mesh() if mesh is None else mesh
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  batch_shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS))
-  params = to_global(params, replicated)   # a copy: the caller's arrays survive the donation
-  # jit with a replicated output: every leaf (Adam's step count too) is global on every process.
-  opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
+  # params is a copy: the caller's arrays survive the step's donation.
+  step_fn, params, opt_state, key_data, batch_shard = setup(loss_fn, params, optimizer, mesh, rng)
 
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)
   start, resumed_from = 0, ckpt.latest_step()
@@ -159,13 +178,11 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
     logging.info("%s: resumed from checkpoint at step %d", config.name, start)
 
   first = batch_at(start)
-  step_fn = _jitted_step(loss_fn, optimizer, mesh, str(jax.random.key_impl(rng)))
   batch_size = int(np.shape(jax.tree.leaves(first)[0])[0])
   n_dev = mesh.shape[parallel.DATA_AXIS]
   if batch_size % n_dev:
     raise ValueError(f"{config.name}: batch size {batch_size} must be a multiple of the {n_dev} "
                      "devices of the data mesh")
-  key_data = to_global(jax.random.key_data(rng), replicated)
 
   history = {"loss": [], "logged_steps": [], "resumed_from": resumed_from}
   t0 = t_log = time.perf_counter()

@@ -24,7 +24,7 @@ Imports no tfds or grain (the GPU image has neither).
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import jax
 import jax.numpy as jnp
@@ -75,15 +75,10 @@ def _models() -> Dict[str, Any]:
 def _stepper(loss_fn, params, batch, mesh):
   """A no-argument function doing one update on ``mesh`` (its state carried across calls: the
   jitted step donates its parameters), and the step's FLOPs from XLA's cost analysis."""
-  optimizer = optax.adam(1e-3)
-  rng = jax.random.key(4)
-  step = train._jitted_step(loss_fn, optimizer, mesh, str(jax.random.key_impl(rng)))  # pylint: disable=protected-access
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS))
-  state = {"params": train.to_global(params, replicated)}
-  state["opt"] = optimizer.init(state["params"])
-  key_data = train.to_global(jax.random.key_data(rng), replicated)
-  batch = train.to_global(batch, sharded)
+  ready = train.setup(loss_fn, params, optax.adam(1e-3), mesh, jax.random.key(4))
+  state = {"params": ready.params, "opt": ready.opt_state}
+  batch = train.to_global(batch, ready.batch_sharding)
+  step, key_data = ready.step, ready.key_data
 
   def one_step():
     state["params"], state["opt"], loss, _ = step(state["params"], state["opt"], batch, key_data, 0)
