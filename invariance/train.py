@@ -19,12 +19,22 @@
   ``checkpoint_every`` steps and at the end; ``fit`` resumes from the latest finished checkpoint.
   Orbax writes into a temporary directory and renames it when complete, so a SIGKILL mid-save
   leaves the previous checkpoint as the latest one.
-* A non-finite loss stops training with ``FloatingPointError`` before anything is saved.
+* Curves: with ``config.metrics_path``, every step's scalars (``loss``, ``lr`` when a schedule
+  is given, and every aux scalar the loss function returns) are appended to that JSON-lines file,
+  flushed at each progress line and checkpoint. A resumed run first drops the records past the
+  checkpoint it resumes from, so the file holds each step once.
+* ``project(params) -> params`` (optional) runs after every update inside the jitted step, e.g.
+  to clamp CLIP's log logit scale at ln 100 after the update rather than inside the loss.
+* A non-finite loss stops training with ``FloatingPointError`` before anything is saved; a
+  checkpoint past ``config.steps`` is refused with a ``ValueError``.
+* ``load_params(directory, step, like)`` reads the params of a checkpoint ``fit`` wrote.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -47,6 +57,7 @@ class TrainConfig:
   checkpoint_dir: Optional[str] = None    # None: no checkpoints
   checkpoint_every: int = 500
   max_to_keep: int = 2
+  metrics_path: Optional[str] = None      # None: no per-step metrics file
 
   def __post_init__(self):
     if self.steps < 1:
@@ -56,12 +67,13 @@ class TrainConfig:
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_step(loss_fn: Callable, optimizer: optax.GradientTransformation, mesh, key_impl: str):
+def _jitted_step(loss_fn: Callable, optimizer: optax.GradientTransformation, mesh, key_impl: str,
+                 project: Optional[Callable] = None):
   """The jitted update for (loss_fn, optimizer, mesh); cached so that reusing the same loss and
   optimizer objects (e.g. the seeds of one model) compiles once."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  update = make_step(loss_fn, optimizer)
+  update = make_step(loss_fn, optimizer, project)
 
   def step(params, opt_state, batch, key_data, step_index):
     # The step's randomness is derived inside the program: no per-step key crosses hosts.
@@ -82,13 +94,14 @@ class Setup(NamedTuple):
 
 
 def setup(loss_fn: Callable, params: PyTree, optimizer: optax.GradientTransformation, mesh,
-          rng) -> Setup:
+          rng, project: Optional[Callable] = None) -> Setup:
   """The update step and state ``fit`` starts from (also used by the train-step benchmark)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   params = to_global(params, replicated)
   # jit with a replicated output: every leaf (Adam's step count too) is global on every process.
   opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
-  return Setup(_jitted_step(loss_fn, optimizer, mesh, str(jax.random.key_impl(rng))), params,
+  return Setup(_jitted_step(loss_fn, optimizer, mesh, str(jax.random.key_impl(rng)), project),
+               params,
                opt_state, to_global(jax.random.key_data(rng), replicated),
                jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS)))
 
@@ -108,13 +121,16 @@ def local_copy(params: PyTree) -> PyTree:
   return jax.tree.map(lambda x: x.addressable_data(0), params)
 
 
-def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
-  """The pure update: (params, opt_state, batch, rng) -> (params, opt_state, loss, aux)."""
+def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
+              project: Optional[Callable] = None):
+  """The pure update: (params, opt_state, batch, rng) -> (params, opt_state, loss, aux);
+  ``project`` (if given) maps the updated params, e.g. a clamp."""
 
   def step(params, opt_state, batch, rng):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, aux
+    params = optax.apply_updates(params, updates)
+    return (params if project is None else project(params)), opt_state, loss, aux
 
   return step
 
@@ -155,32 +171,81 @@ class _Checkpoints:
       self.manager.close()
 
 
+class _MetricsLog:
+  """Per-step scalars as JSON lines (see module docstring); only process 0 writes."""
+
+  def __init__(self, path: Optional[str], resume_step: int):
+    self.path, self.pending = path, []
+    if path is None or jax.process_index() != 0:
+      self.path = None
+      return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    kept = []
+    if os.path.exists(path):        # drop records past the checkpoint we resume from
+      with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+
+  def add(self, step: int, loss, aux: dict, lr) -> None:
+    if self.path is not None:
+      self.pending.append((step, loss, aux, lr))
+
+  def flush(self) -> None:
+    if self.path is None or not self.pending:
+      return
+    pending = jax.device_get(self.pending)
+    with open(self.path, "a") as f:
+      for step, loss, aux, lr in pending:
+        record = {"step": int(step), "loss": float(loss)}
+        if lr is not None:
+          record["lr"] = float(lr)
+        record.update({k: float(v) for k, v in aux.items() if np.ndim(v) == 0})
+        f.write(json.dumps(record) + "\n")
+    self.pending = []
+
+
 def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         optimizer: optax.GradientTransformation, config: TrainConfig, rng,
-        mesh=None) -> tuple[PyTree, dict]:
+        mesh=None, schedule: Optional[Callable[[int], Any]] = None,
+        project: Optional[Callable] = None) -> tuple[PyTree, dict]:
   """Train ``params`` for ``config.steps`` steps (resuming from a checkpoint if there is one).
 
-  Returns the final params and a history dict: ``loss`` (per logged step), ``steps_run`` (this
-  call), ``resumed_from`` (step or None), ``seconds``.
+  ``schedule(step)``: the optimizer's learning rate, recorded in the metrics file (optional).
+  ``project(params)``: applied after every update (optional; part of the compiled step).
+  Returns the final params and a history dict: ``loss`` (per logged step), ``logged_steps``,
+  ``steps_run`` (this call), ``resumed_from`` (step or None), ``seconds`` (this call) and
+  ``train_seconds`` (training time of the whole run, across resumes).
   """
   mesh = parallel.data_mesh() if mesh is None else mesh
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   # params is a copy: the caller's arrays survive the step's donation.
-  step_fn, params, opt_state, key_data, batch_shard = setup(loss_fn, params, optimizer, mesh, rng)
+  step_fn, params, opt_state, key_data, batch_shard = setup(loss_fn, params, optimizer, mesh, rng,
+                                                           project)
 
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)
-  start, resumed_from = 0, ckpt.latest_step()
+  start, resumed_from, earlier_seconds = 0, ckpt.latest_step(), 0.0
   if resumed_from is not None:
+    if resumed_from > config.steps:
+      ckpt.close()
+      raise ValueError(f"{config.name}: the checkpoint at step {resumed_from} in "
+                       f"{config.checkpoint_dir} is past steps={config.steps}; allowed: steps >= "
+                       f"{resumed_from}, or a new checkpoint directory")
+    scalar = lambda: to_global(np.zeros((), np.float32), replicated)
     state = ckpt.restore(resumed_from, {"params": params, "opt_state": opt_state,
-                                        "loss": to_global(np.zeros((), np.float32), replicated)})
+                                        "loss": scalar(), "seconds": scalar()})
     params, opt_state, start = state["params"], state["opt_state"], resumed_from
-    restored_loss = float(state["loss"])
+    restored_loss, earlier_seconds = float(state["loss"]), float(state["seconds"])
     logging.info("%s: resumed from checkpoint at step %d", config.name, start)
+  metrics_log = _MetricsLog(config.metrics_path, start)
 
   first = batch_at(start)
   batch_size = int(np.shape(jax.tree.leaves(first)[0])[0])
   n_dev = mesh.shape[parallel.DATA_AXIS]
   if batch_size % n_dev:
+    ckpt.close()
     raise ValueError(f"{config.name}: batch size {batch_size} must be a multiple of the {n_dev} "
                      "devices of the data mesh")
 
@@ -193,6 +258,7 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
       params, opt_state, loss_array, aux = step_fn(params, opt_state,
                                                    to_global(batch, batch_shard), key_data, step)
       done = step + 1
+      metrics_log.add(done, loss_array, aux, None if schedule is None else schedule(step))
       if done % config.log_every == 0 or done == config.steps:
         loss = float(loss_array)
         if not np.isfinite(loss):
@@ -208,12 +274,16 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         history["loss"].append(loss)
         history["logged_steps"].append(done)
         t_log, last_logged = now, done
+        metrics_log.flush()
       if done % config.checkpoint_every == 0 or done == config.steps:
         if not np.isfinite(float(loss_array)):
           raise FloatingPointError(f"{config.name}: loss is {float(loss_array)} at step {done}; "
                                    "training stopped before saving")
-        ckpt.save(done, {"params": params, "opt_state": opt_state, "loss": loss_array},
+        seconds = earlier_seconds + time.perf_counter() - t0
+        ckpt.save(done, {"params": params, "opt_state": opt_state, "loss": loss_array,
+                         "seconds": to_global(np.float32(seconds), replicated)},
                   force=done == config.steps)
+        metrics_log.flush()
   finally:
     ckpt.close()
   if resumed_from == config.steps:      # finished before: report the loss it finished with
@@ -222,7 +292,38 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
     params = local_copy(params)
   history["steps_run"] = config.steps - start
   history["seconds"] = time.perf_counter() - t0
+  history["train_seconds"] = earlier_seconds + (history["seconds"] if history["steps_run"] else 0.0)
   return params, history
+
+
+def load_params(directory: str, step: int, like: PyTree) -> PyTree:
+  """The ``params`` (numpy) of the checkpoint ``fit`` saved at ``step`` in ``directory``, restored
+  onto this process's first device whatever topology saved it. Raises ``ValueError`` (one line)
+  for a missing or unreadable checkpoint or one whose parameters differ from ``like``'s shapes."""
+  import orbax.checkpoint as ocp  # local: only needed when checkpointing
+  if not os.path.isdir(directory):
+    raise ValueError(f"{directory}: no such checkpoint directory")
+  manager = ocp.CheckpointManager(os.path.abspath(directory),
+                                  options=ocp.CheckpointManagerOptions(create=False),
+                                  item_handlers=ocp.StandardCheckpointHandler())
+  # Restore onto this process's first device, not the sharding the checkpoint was saved with
+  # (that names the devices, and under multi-host the hosts, of the run that wrote it).
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  try:
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
+                          dict(manager.item_metadata(step)))
+    state = manager.restore(step, args=ocp.args.StandardRestore(target))
+  except Exception as e:  # orbax raises many types for damaged files
+    raise ValueError(f"{directory}: checkpoint at step {step} is unreadable "
+                     f"({type(e).__name__}); allowed: a finished, readable checkpoint") from None
+  finally:
+    manager.close()
+  params = jax.device_get(state["params"])
+  shapes = lambda t: jax.tree.map(lambda x: tuple(np.shape(x)), t)
+  if jax.tree.structure(params) != jax.tree.structure(like) or shapes(params) != shapes(like):
+    raise ValueError(f"{directory}: its checkpoint's parameters do not match the model's; "
+                     "allowed: a checkpoint of the same model")
+  return params
 
 
 def cross_entropy(logits_NK, labels_N, mask_N=None):

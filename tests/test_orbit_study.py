@@ -53,10 +53,16 @@ def test_smoke_run_writes_results_with_schema(smoke):
   assert by["orbit_full"]["invariance_error"] <= 1e-5       # hard/orbit invariance, even tiny
   assert by["cnn_gap"]["invariance_error"] <= 1e-5
   assert by["mlp"]["invariance_error"] > 1e-2               # ... and the control is not
-  assert results["jensen"]["violations"] == 0 and results["jensen"]["evaluated_batches"] > 0
+  jensen = results["jensen"]
+  assert set(jensen) == {"mlp", "mlp_aug_support", "mlp_aug_full", "orbit_full", "orbit_sampled",
+                         "learned_aug"}
+  assert all(j["violations"] == 0 and j["examples"] > 0 for j in jensen.values())
+  assert by["cnn_gap"]["invariance"]["flip_rate"] == 0.0            # per-example audit
+  assert by["cnn_gap"]["invariance"]["max_error_max"] <= 1e-5
+  assert by["cnn_flat"]["invariance"]["flip_rate"] > 0.0            # ... and its control
   for s in results["summary"]:
     assert {"model", "acc_in_support_mean", "acc_in_support_sd"} <= set(s)
-  for name in ("results.md", "accuracy.png", "invariance_error.png"):
+  for name in ("results.md", "accuracy.png", "invariance_error.png", "loss_curves.png"):
     assert os.path.getsize(os.path.join(smoke, name)) > 0
 
 

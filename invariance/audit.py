@@ -1,0 +1,91 @@
+"""Invariance of any jittable classifier, measured over group elements (the orbit study's audit).
+
+    report = audit.audit(logits_fn, images_NHWC, group, elements)
+
+For every example and every element g: the relative change of its logits
+``|f(g.x)_n - f(x)_n| / |f(x)_n|`` and whether its argmax flips. Reported: the per-example maximum
+over the elements (mean and max over examples), the flip rate (share of (example, element) pairs
+whose prediction differs from the identity's), and the batch-level error of earlier editions
+(``batch_error``: the worst over elements of the Frobenius ratio over the whole batch, which
+dilutes one non-invariant example among the rest). Elements are applied one at a time, with
+``fn`` over fixed-size batches, so 256 examples x 576 shifts fits in memory.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import jax
+import numpy as np
+
+from invariance import evaluate
+from invariance import groups as groups_lib
+from invariance import orbit
+
+_act = jax.jit(lambda group, g, x: group.act(g, x), static_argnums=0)
+_jensen = jax.jit(orbit.jensen_gap, static_argnums=(0, 4))
+
+
+def eval_elements(group: groups_lib.Group, count: int, seed: int) -> np.ndarray:
+  """The identity plus ``count`` distinct random other elements (``count = 0``: every element)."""
+  if count == 0:
+    return np.arange(group.order)
+  rng = np.random.default_rng(1000 + seed)
+  others = rng.choice(np.arange(1, group.order), size=min(count, group.order - 1), replace=False)
+  return np.concatenate([[0], np.sort(others)])
+
+
+def audit(fn: Callable, x_NHWC: np.ndarray, group: groups_lib.Group, elements: Sequence[int],
+          batch: int = 256, inside: Optional[np.ndarray] = None) -> dict:
+  """Invariance of ``fn`` (images -> logits) on ``x`` over ``elements`` (the first must be the
+  identity). ``inside``: optional boolean (len(elements),) marking elements that keep the examples
+  in the training support; the per-example maxima and flip rates are then also split by it."""
+  elements = np.asarray(elements)
+  if elements[0] != 0:
+    raise ValueError(f"elements[0]={elements[0]}: the first element must be the identity (0)")
+  logits = lambda g: evaluate.batched_apply(fn, np.asarray(_act(group, int(g), x_NHWC)), batch)
+  ref_NK = logits(elements[0])
+  ref_norm_N = np.maximum(np.linalg.norm(ref_NK, axis=-1), 1e-12)
+  ref_class_N = ref_NK.argmax(-1)
+  rel_GN = np.zeros((len(elements), len(ref_NK)), np.float64)
+  flip_GN = np.zeros((len(elements), len(ref_NK)), bool)
+  batch_error = 0.0
+  for i, g in enumerate(elements[1:], start=1):
+    out_NK = logits(g)
+    diff_NK = out_NK - ref_NK
+    rel_GN[i] = np.linalg.norm(diff_NK, axis=-1) / ref_norm_N
+    flip_GN[i] = out_NK.argmax(-1) != ref_class_N
+    batch_error = max(batch_error, float(np.linalg.norm(diff_NK) /
+                                         max(np.linalg.norm(ref_NK), 1e-12)))
+  out = _summary(rel_GN, flip_GN)
+  out.update(batch_error=batch_error, elements=int(len(elements)), examples=int(len(ref_NK)))
+  if inside is not None:
+    inside = np.asarray(inside, bool)
+    for name, sel in (("inside_support", inside), ("outside_support", ~inside)):
+      if sel[1:].any():
+        out[name] = _summary(rel_GN[sel], flip_GN[sel])
+  return out
+
+
+def _summary(rel_GN, flip_GN) -> dict:
+  per_example = rel_GN.max(0)
+  return {"max_error_mean": float(per_example.mean()), "max_error_max": float(per_example.max()),
+          "flip_rate": float(flip_GN.mean())}
+
+
+def jensen_gaps(net, params, x_NHWC, labels_N, group: groups_lib.Group, batch: int = 32,
+                batches: int = 4) -> dict:
+  """Orbit-model cross-entropy against the mean cross-entropy over every transformed copy, per
+  test example (``orbit.jensen_gap``), on up to ``batches`` batches. For logits linear in the
+  features the first can never exceed the second (convexity): ``violations`` is a float sanity
+  check, not a finding; ``mean_gap`` (nats) is how much averaging the features lowers the loss."""
+  violations, gaps = 0, []
+  for b in range(batches):
+    x, y = x_NHWC[batch * b:batch * (b + 1)], labels_N[batch * b:batch * (b + 1)]
+    if len(y) == 0:
+      break
+    orbit_loss, aug_loss = (np.asarray(v) for v in _jensen(net, params, x, y, group))
+    violations += int(np.sum(orbit_loss > aug_loss + 1e-5))
+    gaps.append(aug_loss - orbit_loss)
+  gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+  return {"batches": len(gaps) // batch + (len(gaps) % batch > 0), "examples": int(len(gaps)),
+          "violations": violations, "mean_gap": float(gaps.mean()) if len(gaps) else 0.0}
