@@ -311,11 +311,39 @@ class PatchConv(nn.Module):
     return _patch_conv(x_NHWC, kernel, _batch_chunks(x_NHWC.shape[0]), self.circular) + bias
 
 
-class ConvNet(nn.Module):
-  """Stride-1 convs (ReLU), then global average pool (``global_pool``) or flatten, then a head.
+DOWNSAMPLING = ("none", "stride", "aps")
 
-  With ``circular=True`` padding wraps around and the global pool makes the net exactly invariant
-  to cyclic shifts; zero padding or the flatten head breaks that (the controls).
+
+def polyphase_components(x_NHWC):
+  """The four stride-2 sub-grids of a map with even sides: (4, N, H/2, W/2, C), offsets (0, 0),
+  (0, 1), (1, 0), (1, 1)."""
+  return jnp.stack([x_NHWC[:, a::2, b::2] for a in (0, 1) for b in (0, 1)])
+
+
+def stride_downsample(x_NHWC):
+  """Plain stride 2: always the (0, 0) sub-grid. A shift by one pixel moves the input onto
+  another sub-grid, so the output is not shift-equivariant (the control)."""
+  return x_NHWC[:, ::2, ::2]
+
+
+def aps_downsample(x_NHWC):
+  """Adaptive polyphase sampling (Chaman & Dokmanic 2021): per example, keep the stride-2
+  sub-grid of largest l2 norm. A cyclic shift of the input permutes the sub-grids (and shifts
+  them), so the choice follows the shift: circular convs + APS + global pool are exactly
+  invariant to every cyclic shift (up to ties in the norms)."""
+  comps_PNhwC = polyphase_components(x_NHWC)
+  norms_PN = jnp.sum(comps_PNhwC ** 2, axis=(2, 3, 4))
+  pick_N = jnp.argmax(norms_PN, axis=0)
+  return jnp.take_along_axis(comps_PNhwC, pick_N[None, :, None, None, None], axis=0)[0]
+
+
+class ConvNet(nn.Module):
+  """Convs (ReLU), each optionally followed by stride-2 downsampling, then global average pool
+  (``global_pool``) or flatten, then a head.
+
+  With ``circular=True`` padding wraps around and the global pool makes the stride-1 net exactly
+  invariant to cyclic shifts; zero padding, the flatten head or plain strides break that (the
+  controls); ``downsample="aps"`` keeps it with strides (sides divisible by 2**layers).
   """
 
   channels: Sequence[int] = (32, 32, 32)
@@ -323,14 +351,23 @@ class ConvNet(nn.Module):
   num_classes: int = 10
   circular: bool = True
   global_pool: bool = True
+  downsample: str = "none"
 
   def setup(self):
+    if self.downsample not in DOWNSAMPLING:
+      raise ValueError(f"downsample={self.downsample!r}; allowed: {', '.join(DOWNSAMPLING)}")
     self.convs = [PatchConv(c, self.kernel_size, circular=self.circular) for c in self.channels]
     self.head = nn.Dense(self.num_classes)
 
   def feature_maps(self, x_NHWC):
+    down = {"none": lambda x: x, "stride": stride_downsample, "aps": aps_downsample}[
+        self.downsample]
     for conv in self.convs:
-      x_NHWC = nn.relu(conv(x_NHWC))
+      if self.downsample != "none" and (x_NHWC.shape[1] % 2 or x_NHWC.shape[2] % 2):
+        raise ValueError(f"downsample={self.downsample!r} needs even map sides before every "
+                         f"layer; got {x_NHWC.shape[1]}x{x_NHWC.shape[2]} (use a canvas "
+                         f"divisible by {2 ** len(self.channels)})")
+      x_NHWC = down(nn.relu(conv(x_NHWC)))
     return x_NHWC
 
   def embed(self, x_NHWC):

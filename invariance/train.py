@@ -50,6 +50,20 @@ PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+  """The convergence rule: evaluate ``validate(params)`` (higher is better) every ``every`` steps,
+  keep the best parameters, stop once ``patience`` evaluations in a row have not improved on the
+  best by more than ``min_delta``, or at the step cap (``TrainConfig.steps``)."""
+  every: int
+  patience: int
+  min_delta: float = 0.005
+
+  def __post_init__(self):
+    if self.every < 1 or self.patience < 1 or self.min_delta < 0:
+      raise ValueError(f"{self}: every and patience must be >= 1, min_delta >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   steps: int
   name: str = "model"                     # used in progress lines
@@ -58,6 +72,7 @@ class TrainConfig:
   checkpoint_every: int = 500
   max_to_keep: int = 2
   metrics_path: Optional[str] = None      # None: no per-step metrics file
+  early_stopping: Optional[EarlyStopping] = None   # needs fit(..., validate=)
 
   def __post_init__(self):
     if self.steps < 1:
@@ -191,34 +206,45 @@ class _MetricsLog:
 
   def add(self, step: int, loss, aux: dict, lr) -> None:
     if self.path is not None:
-      self.pending.append((step, loss, aux, lr))
+      record = {"step": step, "loss": loss, **{k: v for k, v in aux.items() if np.ndim(v) == 0}}
+      self.pending.append(record if lr is None else {**record, "lr": lr})
+
+  def add_validation(self, score: float) -> None:
+    if self.path is not None and self.pending:
+      self.pending[-1]["val"] = score
 
   def flush(self) -> None:
     if self.path is None or not self.pending:
       return
     pending = jax.device_get(self.pending)
     with open(self.path, "a") as f:
-      for step, loss, aux, lr in pending:
-        record = {"step": int(step), "loss": float(loss)}
-        if lr is not None:
-          record["lr"] = float(lr)
-        record.update({k: float(v) for k, v in aux.items() if np.ndim(v) == 0})
-        f.write(json.dumps(record) + "\n")
+      for record in pending:
+        f.write(json.dumps({k: int(v) if k == "step" else float(v) for k, v in record.items()})
+                + "\n")
     self.pending = []
 
 
 def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         optimizer: optax.GradientTransformation, config: TrainConfig, rng,
         mesh=None, schedule: Optional[Callable[[int], Any]] = None,
-        project: Optional[Callable] = None) -> tuple[PyTree, dict]:
+        project: Optional[Callable] = None,
+        validate: Optional[Callable[[PyTree], float]] = None) -> tuple[PyTree, dict]:
   """Train ``params`` for ``config.steps`` steps (resuming from a checkpoint if there is one).
 
   ``schedule(step)``: the optimizer's learning rate, recorded in the metrics file (optional).
   ``project(params)``: applied after every update (optional; part of the compiled step).
-  Returns the final params and a history dict: ``loss`` (per logged step), ``logged_steps``,
-  ``steps_run`` (this call), ``resumed_from`` (step or None), ``seconds`` (this call) and
-  ``train_seconds`` (training time of the whole run, across resumes).
+  ``validate(params) -> score`` with ``config.early_stopping``: the convergence rule (see
+  ``EarlyStopping``); the best parameters are returned, and the rule's state is checkpointed so a
+  resumed run stops where an uninterrupted one would.
+  Returns the final (or best) params and a history dict: ``loss`` (per logged step),
+  ``logged_steps``, ``steps_run`` (this call), ``resumed_from`` (step or None), ``seconds`` (this
+  call), ``train_seconds`` (training time of the whole run, across resumes), ``last_step`` and,
+  with early stopping, ``best_step``, ``best_score``, ``stopped_early`` and ``val_curve``
+  ([(step, score)]).
   """
+  early = config.early_stopping
+  if early is not None and validate is None:
+    raise ValueError(f"{config.name}: early_stopping needs a validate function")
   mesh = parallel.data_mesh() if mesh is None else mesh
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   # params is a copy: the caller's arrays survive the step's donation.
@@ -227,6 +253,11 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
 
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)
   start, resumed_from, earlier_seconds = 0, ckpt.latest_step(), 0.0
+  # Early stopping's state: best params, and [best score, best step, evaluations without
+  # improvement, stopped] plus the validation curve (NaN where not evaluated yet).
+  n_evals = 0 if early is None else config.steps // early.every + 1
+  rule = {"best": None, "state": np.array([-np.inf, 0, 0, 0], np.float64),
+          "curve": np.full((n_evals, 2), np.nan)}
   if resumed_from is not None:
     if resumed_from > config.steps:
       ckpt.close()
@@ -234,10 +265,16 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
                        f"{config.checkpoint_dir} is past steps={config.steps}; allowed: steps >= "
                        f"{resumed_from}, or a new checkpoint directory")
     scalar = lambda: to_global(np.zeros((), np.float32), replicated)
-    state = ckpt.restore(resumed_from, {"params": params, "opt_state": opt_state,
-                                        "loss": scalar(), "seconds": scalar()})
+    target = {"params": params, "opt_state": opt_state, "loss": scalar(), "seconds": scalar()}
+    if early is not None:
+      target["early"] = {"best": params, "state": to_global(rule["state"], replicated),
+                         "curve": to_global(rule["curve"], replicated)}
+    state = ckpt.restore(resumed_from, target)
     params, opt_state, start = state["params"], state["opt_state"], resumed_from
     restored_loss, earlier_seconds = float(state["loss"]), float(state["seconds"])
+    if early is not None:
+      rule = {"best": state["early"]["best"], "state": np.array(state["early"]["state"]),
+              "curve": np.array(state["early"]["curve"])}
     logging.info("%s: resumed from checkpoint at step %d", config.name, start)
   metrics_log = _MetricsLog(config.metrics_path, start)
 
@@ -252,13 +289,41 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   history = {"loss": [], "logged_steps": [], "resumed_from": resumed_from}
   t0 = t_log = time.perf_counter()
   last_logged = start
+  def checkpoint(done, loss_array):
+    seconds = earlier_seconds + time.perf_counter() - t0
+    state = {"params": params, "opt_state": opt_state, "loss": loss_array,
+             "seconds": to_global(np.float32(seconds), replicated)}
+    if early is not None:
+      best = params if rule["best"] is None else rule["best"]      # before the first evaluation
+      state["early"] = {"best": best, "state": to_global(rule["state"], replicated),
+                        "curve": to_global(rule["curve"], replicated)}
+    ckpt.save(done, state, force=done == config.steps or bool(rule["state"][3]))
+
+  last = start
   try:
     for step in range(start, config.steps):
+      if rule["state"][3]:                     # stopped early before the resume
+        break
       batch = first if step == start else batch_at(step)
       params, opt_state, loss_array, aux = step_fn(params, opt_state,
                                                    to_global(batch, batch_shard), key_data, step)
-      done = step + 1
+      done = last = step + 1
       metrics_log.add(done, loss_array, aux, None if schedule is None else schedule(step))
+      if early is not None and (done % early.every == 0 or done == config.steps):
+        score = float(validate(params))
+        metrics_log.add_validation(score)
+        best_score, _, bad, _ = rule["state"]
+        rule["curve"][(done - 1) // early.every] = (done, score)
+        if score > best_score + early.min_delta:
+          rule["best"] = jax.tree.map(lambda x: x.copy(), params)
+          rule["state"] = np.array([max(score, best_score), done, 0, 0], np.float64)
+        else:
+          rule["state"] = np.array([best_score, rule["state"][1], bad + 1,
+                                    float(bad + 1 >= early.patience)], np.float64)
+        if rule["state"][3]:
+          logging.info("%s: stopped at step %d: no improvement over %.4f (step %d) for %d "
+                       "evaluations", config.name, done, rule["state"][0], int(rule["state"][1]),
+                       early.patience)
       if done % config.log_every == 0 or done == config.steps:
         loss = float(loss_array)
         if not np.isfinite(loss):
@@ -275,22 +340,30 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         history["logged_steps"].append(done)
         t_log, last_logged = now, done
         metrics_log.flush()
-      if done % config.checkpoint_every == 0 or done == config.steps:
+      stop = bool(rule["state"][3])
+      if done % config.checkpoint_every == 0 or done == config.steps or stop:
         if not np.isfinite(float(loss_array)):
           raise FloatingPointError(f"{config.name}: loss is {float(loss_array)} at step {done}; "
                                    "training stopped before saving")
-        seconds = earlier_seconds + time.perf_counter() - t0
-        ckpt.save(done, {"params": params, "opt_state": opt_state, "loss": loss_array,
-                         "seconds": to_global(np.float32(seconds), replicated)},
-                  force=done == config.steps)
+        checkpoint(done, loss_array)
         metrics_log.flush()
+      if stop:
+        history["loss"].append(float(loss_array))
+        history["logged_steps"].append(done)
+        break
   finally:
     ckpt.close()
-  if resumed_from == config.steps:      # finished before: report the loss it finished with
-    history["loss"], history["logged_steps"] = [restored_loss], [config.steps]
+  if resumed_from is not None and last == start:   # finished before: report its final loss
+    history["loss"], history["logged_steps"] = [restored_loss], [start]
+  if early is not None:
+    params = rule["best"]
+    history.update(best_score=float(rule["state"][0]), best_step=int(rule["state"][1]),
+                   stopped_early=bool(rule["state"][3]),
+                   val_curve=[(int(a), float(b)) for a, b in rule["curve"] if np.isfinite(a)])
   if jax.process_count() > 1:
     params = local_copy(params)
-  history["steps_run"] = config.steps - start
+  history["last_step"] = last
+  history["steps_run"] = last - start
   history["seconds"] = time.perf_counter() - t0
   history["train_seconds"] = earlier_seconds + (history["seconds"] if history["steps_run"] else 0.0)
   return params, history

@@ -120,3 +120,49 @@ def test_patch_conv_equals_xla_conv_values_and_gradients(circular):
   g_mine = jax.grad(loss(mine), argnums=(0, 1, 2))(k, b, x)
   g_ref = jax.grad(loss(reference), argnums=(0, 1, 2))(k, b, x)
   chex.assert_trees_all_close(g_mine, g_ref, atol=1e-4, rtol=1e-4)
+
+
+X8 = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
+
+
+def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_are_not():
+  """APS (two stride-2 layers on 8x8, circular padding, global pool) over all 64 shifts at init
+  and after a few steps; the same net with plain strides is rejected by the same assertion."""
+  T8 = G.Translations(8, 8)
+  aps = E.ConvNet((4, 4), num_classes=3, downsample="aps")
+  strided = E.ConvNet((4, 4), num_classes=3, downsample="stride")
+  for params in (aps.init(jax.random.key(1), X8), _trained_on(aps, X8)):
+    assert_invariant(jax.jit(lambda x, p=params: aps.apply(p, x)), T8, X8, rtol=1e-5)
+  params = strided.init(jax.random.key(1), X8)
+  with pytest.raises(AssertionError):
+    assert_invariant(jax.jit(lambda x: strided.apply(params, x)), T8, X8, rtol=1e-5)
+
+
+def _trained_on(model, x, steps=3):
+  params = model.init(jax.random.key(1), x)
+  opt = optax.adam(1e-2)
+  state = opt.init(params)
+  y = jnp.arange(x.shape[0]) % 3
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(jax.grad(loss)(params), state)
+    return optax.apply_updates(params, updates), state
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params
+
+
+def test_polyphase_choice_follows_a_shift_and_odd_sides_are_refused():
+  x = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))
+  shifted = jnp.roll(x, (1, 3), axis=(1, 2))
+  a, b = E.aps_downsample(x), E.aps_downsample(shifted)
+  # per example, the kept sub-grid of the shifted input is a cyclic shift of the original's
+  follows = lambda a, b, i: any(bool(jnp.allclose(jnp.roll(a[i], (dy, dx), axis=(0, 1)), b[i]))
+                                for dy in range(4) for dx in range(4))
+  assert all(follows(a, b, i) for i in range(2))
+  s_a, s_b = E.stride_downsample(x), E.stride_downsample(shifted)
+  assert not any(follows(s_a, s_b, i) for i in range(2))
+  with pytest.raises(ValueError, match="even map sides"):
+    E.ConvNet((4,), downsample="aps").init(jax.random.key(0), jnp.zeros((1, 7, 7, 1)))

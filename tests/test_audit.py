@@ -1,0 +1,65 @@
+"""invariance.audit: per-example invariance over every element, flip rates, the Jensen gap."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from invariance import audit
+from invariance import encoders
+from invariance import groups as groups_lib
+
+T = groups_lib.Translations(8, 8)
+X = np.asarray(jax.random.uniform(jax.random.key(0), (12, 8, 8, 1)))
+
+
+@pytest.fixture(scope="module")
+def cnns():
+  out = {}
+  for name, net in (("gap", encoders.CircularCNN((4, 4))), ("flat", encoders.FlatCNN((4, 4)))):
+    params = net.init(jax.random.key(1), X[:1])
+    out[name] = jax.jit(lambda x, net=net, params=params: net.apply(params, x))
+  return out
+
+
+def test_circular_cnn_passes_over_every_shift_and_the_flat_control_fails(cnns):
+  elements = audit.eval_elements(T, 0, seed=0)
+  assert len(elements) == 64 and elements[0] == 0
+  hard = audit.audit(cnns["gap"], X, T, elements, batch=8)
+  assert hard["max_error_max"] <= 1e-5 and hard["flip_rate"] == 0.0
+  assert hard["elements"] == 64 and hard["examples"] == 12
+  control = audit.audit(cnns["flat"], X, T, elements, batch=8)
+  assert control["max_error_max"] > 1e-2 and control["flip_rate"] > 0.0
+
+
+def test_one_non_invariant_example_is_caught_per_example_but_diluted_in_the_batch_ratio():
+  """The batch-level Frobenius ratio of earlier editions averages one bad example away."""
+  def fn(x):
+    flat = x.reshape(x.shape[0], -1)
+    invariant = jnp.stack([flat.sum(-1), (flat ** 2).sum(-1)], -1) * 10.0
+    # example 0 alone also sees where its mass is: not shift-invariant
+    leak = jnp.zeros_like(invariant).at[0, 0].set(flat[0, :8].sum())
+    return invariant + leak
+  out = audit.audit(fn, X, T, audit.eval_elements(T, 0, 0), batch=12)
+  per_example_worst = out["max_error_max"]
+  assert per_example_worst > 3 * out["batch_error"]             # diluted in the batch ratio
+  assert out["max_error_mean"] < per_example_worst / 5          # one example out of 12
+
+
+def test_inside_outside_split_and_identity_first():
+  elements = np.arange(64)
+  inside = elements < 32                                        # rows 0..3: "the support"
+  fn = lambda x: x.reshape(x.shape[0], -1)[:, :4] + 1.0         # depends on the top-left pixels
+  out = audit.audit(fn, X, T, elements, batch=12, inside=inside)
+  assert set(out) >= {"inside_support", "outside_support"}
+  assert out["inside_support"]["max_error_max"] > 0.0
+  with pytest.raises(ValueError, match="identity"):
+    audit.audit(fn, X, T, [3, 0])
+
+
+def test_jensen_gap_sanity_and_its_size():
+  mlp = encoders.MLP((8,))
+  params = mlp.init(jax.random.key(2), X[:1])
+  labels = np.arange(12) % 10
+  out = audit.jensen_gaps(mlp, params, X, labels, T, batch=8, batches=2)
+  assert out["examples"] == 12 and out["batches"] == 2
+  assert out["violations"] == 0 and out["mean_gap"] >= 0.0

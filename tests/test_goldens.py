@@ -1,0 +1,72 @@
+"""Goldens (see tests/golden.py for when updating them is legitimate): the smoke runs' rows of
+every study, and one update step of each study's main model, against stored JSON."""
+import jax
+import numpy as np
+import optax
+import pytest
+
+from tests import golden
+
+
+def _key(seed: int):
+  return jax.random.key(seed, impl="rbg")       # independent of the default PRNG
+
+
+def _stats(params) -> dict:
+  leaves = jax.tree.leaves(params)
+  return {"count": int(sum(np.size(x) for x in leaves)),
+          "sum": float(sum(np.sum(np.asarray(x, np.float64)) for x in leaves)),
+          "sum_sq": float(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in leaves))}
+
+
+def _one_step(loss_fn, params, batch, learning_rate: float) -> dict:
+  opt = optax.adam(learning_rate)
+  (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, _key(7))
+  updates, _ = opt.update(grads, opt.init(params), params)
+  after = optax.apply_updates(params, updates)
+  return {"loss_before": float(loss), "loss_after": float(loss_fn(after, batch, _key(7))[0]),
+          "params_before": _stats(params), "params_after": _stats(after)}
+
+
+def orbit_step() -> dict:
+  """orbit_full (the fast translation orbit of an MLP) on smoke-sized digits."""
+  from invariance import groups, models
+  from invariance.data import sources
+  digits = sources.load_digits(seed=0)
+  canvas = np.zeros((32, 16, 16, 1), np.float32)
+  canvas[:, 4:12, 4:12] = digits.train_images[:32]
+  model = models.make("orbit_full", models.ModelSpec(mlp_hidden=(32, 32)),
+                      groups.Translations(16, 16))
+  params = model.init(_key(0), canvas[:1])
+  return _one_step(model.loss, params, {"images": canvas, "labels": digits.train_labels[:32]},
+                   3e-3)
+
+
+STEPS = {"orbit_full": orbit_step}
+
+
+def all_update_steps() -> dict:
+  return {name: fn() for name, fn in STEPS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_one_update_step_matches_the_golden(name):
+  expected = golden.load("update_steps.json")[name]
+  assert golden.differences(expected, STEPS[name]()) == []
+
+
+@pytest.mark.parametrize("study", ["orbit", "contrastive", "recover"])
+def test_smoke_rows_match_the_golden(smoke_runs, study):
+  rows = golden.rows_of(smoke_runs.workdir(study))
+  expected = golden.load(f"{study}_smoke_rows.json")
+  assert golden.differences(expected, rows) == []
+
+
+def test_the_comparison_rejects_a_moved_number():
+  """The control: a change the size of one test example out of 64 is caught; summation-order
+  noise is not."""
+  row = {"acc": 0.5, "loss": 1.25, "n": 3, "model": "mlp", "train_seconds": 1.0}
+  assert golden.differences(row, dict(row, loss=1.25 * (1 + 1e-6), train_seconds=9.0)) == []
+  assert golden.differences(row, dict(row, acc=0.5 + 1 / 64)) != []
+  assert golden.differences(row, dict(row, n=4)) != []
+  assert golden.differences(row, {k: v for k, v in row.items() if k != "loss"}) != []

@@ -1,0 +1,62 @@
+"""invariance.models: every orbit-study model by name builds, trains a step and evaluates."""
+import jax
+import numpy as np
+import optax
+import pytest
+
+from invariance import groups as groups_lib
+from invariance import models
+
+T = groups_lib.Translations(8, 8)
+SPEC = models.ModelSpec(mlp_hidden=(16,), cnn_channels=(4,), orbit_samples=2, canvas=8,
+                        aug_eval_samples=2)
+BATCH = {"images": np.asarray(jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))),
+         "labels": np.arange(4), "elements": np.arange(4).astype(np.int32)}
+
+
+@pytest.mark.parametrize("name", models.TRANSLATION_MODELS)
+def test_every_translation_model_gives_logits_and_a_finite_loss(name):
+  model = models.make(name, SPEC, T, support=np.arange(32))
+  params = model.init(jax.random.key(1), BATCH["images"][:1])
+  loss, aux = model.loss(params, BATCH, jax.random.key(2))
+  assert np.isfinite(float(loss)) and 0.0 <= float(aux["acc"]) <= 1.0
+  assert model.eval_logits(params, BATCH["images"]).shape == (4, 10)
+
+
+def test_parameter_count_is_pinned():
+  """MLP 64-16-10 (the orbit models share it): 64*16+16 + 16*10+10."""
+  model = models.make("orbit_full", SPEC, T)
+  assert models.num_params(model.init(jax.random.key(1), BATCH["images"][:1])) == 1210
+
+
+def test_learned_shift_range_gets_the_width_reward_and_gradients():
+  model = models.make("learned_aug", SPEC, T)
+  params = model.init(jax.random.key(1), BATCH["images"][:1])
+  width = models.learned_width(model, params)
+  expected = 4.0 * float(jax.nn.sigmoid(-2.0))
+  assert np.isclose(width["dy"], expected) and np.isclose(width["dx"], expected)
+  grads = jax.grad(lambda p: model.loss(p, BATCH, jax.random.key(3))[0])(params)
+  g = np.asarray(grads["aug"]["params"]["width_logit"])
+  assert np.all(np.isfinite(g)) and np.any(g != 0)
+  # without the reward (the control), the penalty's contribution to the gradient vanishes
+  no_reward = models.make("learned_aug", models.ModelSpec(**{**SPEC.__dict__, "aug_width_reg": 0.0}),
+                          T)
+  g0 = np.asarray(jax.grad(lambda p: no_reward.loss(p, BATCH, jax.random.key(3))[0])(params)
+                  ["aug"]["params"]["width_logit"])
+  reward = -0.05 * np.asarray(jax.grad(lambda l: jax.nn.sigmoid(l).sum())(np.full(2, -2.0)))
+  np.testing.assert_allclose(g - g0, reward, rtol=1e-4, atol=1e-7)
+
+
+def test_unknown_model_is_refused():
+  with pytest.raises(ValueError, match="allowed: mlp"):
+    models.make("resnet", SPEC, T)
+
+
+def test_one_adam_step_lowers_the_loss_of_the_main_model():
+  model = models.make("orbit_full", SPEC, T)
+  params = model.init(jax.random.key(1), BATCH["images"][:1])
+  opt = optax.adam(1e-2)
+  loss = lambda p: model.loss(p, BATCH, jax.random.key(0))[0]
+  grads = jax.grad(loss)(params)
+  updates, _ = opt.update(grads, opt.init(params), params)
+  assert float(loss(optax.apply_updates(params, updates))) < float(loss(params))
