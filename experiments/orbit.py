@@ -4,14 +4,19 @@ r"""Orbit study: hard, orbit, augmentation and no invariance side by side, on cu
 
 Translations (default): 8x8 digits placed only in the ``--support`` region (bottom half) of a
 ``--canvas`` canvas; evaluated on held-out digits placed in the support and in its complement (top
-half). Rotations (``--group=rotations``): digits trained upright, evaluated upright and rotated by
-a random multiple of 90 degrees, 6 and 9 excluded.
+half), at every placement (maps), and over every group element (audit). Rotations
+(``--group=rotations``): trained upright, tested upright and rotated by k x 90 degrees, k = 1..3.
+Every arm trains under one convergence rule (``--eval_every``, ``--patience``, ``--min_delta``,
+cap ``--steps``) on a validation split of held-out training digits.
 
-config -> data -> one row per model x seed (train, then audit) -> report (``orbit_report``).
+config -> data (``orbit_data``) -> one row per run x seed (train, audit) -> report.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
+from typing import Optional
 
 from absl import logging
 import jax
@@ -20,12 +25,12 @@ import optax
 
 from experiments import cli
 from experiments import config
+from experiments import orbit_data
 from experiments import orbit_report
 from experiments import workdir as workdir_lib
 from invariance import audit
 from invariance import encoders
 from invariance import evaluate
-from invariance import groups as groups_lib
 from invariance import models
 from invariance import train
 from invariance.data import curation
@@ -39,11 +44,17 @@ param = config.param
 class OrbitConfig(config.StudyConfig):
   DATA_PARALLEL = ("batch_size",)
 
+  dataset: str = param("digits", "TFDS image-classification dataset NAME[/CONFIG][:VERSION] "
+                       "(digits: scikit-learn's bundled 8x8 digits, built locally on first use).")
+  object_size: int = param(8, "Objects are resized to this side (pixels).", low=1)
+  channels: int = param(1, "1: grey (luminance), 3: colour.", low=1, high=3)
+  data_dir: Optional[str] = param(None, "TFDS data directory (default: $TFDS_DATA_DIR or "
+                                  "~/tensorflow_datasets).", run_only=True)
   group: str = param("translations", "Symmetry group studied.",
                      choices=("translations", "rotations"))
   models: tuple[str, ...] = param(models.TRANSLATION_MODELS, "Models to compare (see README).",
                                   choices=models.NAMES)
-  canvas: int = param(24, "Canvas side for translations (digits are 8x8).", low=8)
+  canvas: int = param(24, "Canvas side for translations (at least --object_size).", low=1)
   support: str = param("bottom", "Training placement support.",
                        choices=tuple(curation.COMPLEMENT))
   placements_per_image: int = param(8, "Placed copies of each training digit.", low=1)
@@ -57,19 +68,34 @@ class OrbitConfig(config.StudyConfig):
   cnn_channels: tuple[int, ...] = param((16, 32, 32), "ConvNet channels (cnn_gap, cnn_flat, p4).",
                                         low=1, distinct=False)
   orbit_samples: int = param(8, "k: sampled group elements per example (orbit_sampled).", low=1)
-  aug_width_reg: float = param(0.05, "learned_aug: weight of the reward for a wide range.")
+  aug_width_regs: tuple[float, ...] = param((0.05,), "learned_aug: weights of the reward for a "
+                                            "wide range; one run per weight.", low=0.0)
   aug_eval_samples: int = param(8, "learned_aug: predictions averaged at evaluation.", low=1)
+  warmup_steps: int = param(50, "Linear learning-rate warmup, then cosine decay to the cap.", low=0)
+  eval_every: int = param(100, "Steps between validation evaluations (convergence rule).", low=1)
+  patience: int = param(3, "Stop after this many evaluations without improvement.", low=1)
+  min_delta: float = param(0.005, "Validation-accuracy improvement that counts (0.005 = 0.5 "
+                           "points).", low=0.0)
+  val_fraction: float = param(0.1, "Share of the training digits held out for validation.",
+                              above=0.0, high=0.5)
   eval_elements: int = param(64, "Random group elements (plus identity) for the invariance "
                              "audit; 0 = every element.", low=0)
   eval_examples: int = param(256, "Test examples used for the invariance audit.", low=1)
+  map_examples: int = param(128, "Test digits placed at every position for the placement maps "
+                            "(0 = no maps).", low=0)
   jensen_batches: int = param(4, "Test batches (of 32) for the Jensen gap.", low=0)
-  data_seed: int = param(0, "Seed of the digit split and placements.", low=0)
+  data_seed: int = param(-1, "Seed of the digit split and placements; -1 = each run's seed.",
+                         low=-1)
 
   @property
   def order(self) -> int:
     return self.canvas ** 2 if self.group == "translations" else 4
 
   def validate(self):
+    if self.channels == 2:
+      config.fail("channels", self.channels, "allowed: 1 (grey) or 3 (colour)")
+    if self.group == "translations" and self.canvas < self.object_size:
+      config.fail("canvas", self.canvas, f"allowed: >= --object_size={self.object_size}")
     allowed = models.TRANSLATION_MODELS if self.group == "translations" else models.ROTATION_MODELS
     bad = [m for m in self.models if m not in allowed]
     if bad:
@@ -79,6 +105,11 @@ class OrbitConfig(config.StudyConfig):
     if not self.orbit_samples <= self.order:
       config.fail("orbit_samples", self.orbit_samples,
                   f"allowed: 1..{self.order} (the order of the {self.group} group)")
+    downsampled = [m for m in self.models if m in ("cnn_strided", "cnn_aps")]
+    factor = 2 ** (len(self.cnn_channels) - 1)
+    if downsampled and self.group == "translations" and self.canvas % factor:
+      config.fail("canvas", self.canvas, f"allowed: a multiple of {factor} for {downsampled[0]} "
+                  "(a stride-2 step after every --cnn_channels layer but the last)")
     if not self.eval_elements <= self.order:
       config.fail("eval_elements", self.eval_elements, f"allowed: 0 (all) .. {self.order}")
 
@@ -92,103 +123,141 @@ class OrbitConfig(config.StudyConfig):
       steps = int(value) if name == model else steps
     return steps
 
-  def model_spec(self) -> models.ModelSpec:
-    return models.ModelSpec(mlp_hidden=self.mlp_hidden, cnn_channels=self.cnn_channels,
+  def runs(self) -> list[tuple[str, str, models.ModelSpec]]:
+    """(run name, model name, spec): one per model, one per reward weight for learned_aug."""
+    spec = models.ModelSpec(mlp_hidden=self.mlp_hidden, cnn_channels=self.cnn_channels,
                             orbit_samples=self.orbit_samples, canvas=self.canvas,
-                            aug_width_reg=self.aug_width_reg,
+                            aug_width_reg=self.aug_width_regs[0],
                             aug_eval_samples=self.aug_eval_samples)
+    out = []
+    for m in self.models:
+      if m == "learned_aug" and len(self.aug_width_regs) > 1:
+        out += [(f"learned_aug_r{w:g}", m, dataclasses.replace(spec, aug_width_reg=w))
+                for w in self.aug_width_regs]
+      else:
+        out.append((m, m, spec))
+    return out
 
 
 config.define_flags(OrbitConfig)
 
 
-# -- data -----------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Data:
-  group: groups_lib.Group
-  train: dict           # images, labels, elements (translation element of each placement)
-  test_in: dict
-  test_out: dict
-  support: np.ndarray   # group elements of the training support
-
-
-def make_data(cfg: OrbitConfig) -> Data:
-  digits = sources.load_digits(seed=cfg.data_seed)
-  rng = np.random.default_rng(cfg.data_seed)
-  if cfg.group == "rotations":
-    split = lambda x, y, which: dict(zip(("images", "labels"),
-                                         curation.rotate_curation(x, y, which, rng)[:2]))
-    train_split = split(digits.train_images, digits.train_labels, "upright")
-    test_in = split(digits.test_images, digits.test_labels, "upright")
-    test_out = split(digits.test_images, digits.test_labels, "all90")
-    train_split["elements"] = np.zeros(len(train_split["labels"]), np.int32)
-    return Data(groups_lib.Rotations(), train_split, test_in, test_out, np.zeros(1, np.int32))
-  canvas, reps = (cfg.canvas, cfg.canvas), cfg.placements_per_image
-  splits = curation.curated_splits(np.repeat(digits.train_images, reps, 0),
-                                   np.repeat(digits.train_labels, reps, 0),
-                                   digits.test_images, digits.test_labels, canvas, cfg.support, rng)
-  pos = splits["train"]["positions"]
-  train_split = dict(splits["train"], elements=(pos[:, 0] * cfg.canvas + pos[:, 1]).astype(np.int32))
-  drop = lambda s: {"images": s["images"], "labels": s["labels"]}
-  return Data(groups_lib.Translations(*canvas), train_split, drop(splits["test_in"]),
-              drop(splits["test_out"]),
-              curation.support_elements(cfg.support, canvas, digits.train_images.shape[1:3]))
-
-
 # -- one row --------------------------------------------------------------------------------------
-def measure(model: models.Model, params, cfg: OrbitConfig, data: Data, seed: int) -> dict:
-  eval_fn = jax.jit(lambda x: model.eval_logits(params, x))
-  acc = lambda split: float(np.mean(evaluate.batched_apply(eval_fn, split["images"], 256)
-                                    .argmax(-1) == split["labels"]))
-  elements = audit.eval_elements(data.group, cfg.eval_elements, seed)
-  inv = audit.audit(eval_fn, data.test_in["images"][:cfg.eval_examples], data.group, elements)
-  row = {"acc_in_support": acc(data.test_in), "acc_out_of_support": acc(data.test_out),
-         "invariance_error": inv["batch_error"], "invariance_elements": inv["elements"],
-         "invariance": inv}
+def accuracy(eval_fn, split: dict) -> float:
+  return float(np.mean(evaluate.batched_apply(eval_fn, split["images"], 256).argmax(-1)
+                       == split["labels"]))
+
+
+def placement_map(eval_fn, data: orbit_data.Data) -> list:
+  """Accuracy of the test glyphs pasted at every non-wrapping position (row-major grid)."""
+  glyphs = data.glyphs
+  return [accuracy(eval_fn, {"images": curation.paste(glyphs["images"], (data.group.height,) * 2,
+                                                      np.repeat(pos[None], len(glyphs["labels"]),
+                                                                0)),
+                             "labels": glyphs["labels"]})
+          for pos in data.grid]
+
+
+def measure(eval_fn, cfg: OrbitConfig, data: orbit_data.Data, seed: int,
+            with_audit: bool = True) -> dict:
+  """Accuracies, the audit over the group (split inside / outside the support) and the map."""
+  row = {"acc_in_support": accuracy(eval_fn, data.test_in),
+         "acc_out_of_support": accuracy(eval_fn, data.test_out)}
+  if with_audit:
+    elements = audit.eval_elements(data.group, cfg.eval_elements, seed)
+    x = data.test_in["images"][:cfg.eval_examples]
+    inside = (orbit_data.inside_mask(data, elements, data.test_in["positions"][:len(x)])
+              if "positions" in data.test_in else None)
+    inv = audit.audit(eval_fn, x, data.group, elements, inside=inside)
+    row.update(invariance_error=inv["batch_error"], invariance=inv)
+  if data.grid is not None and cfg.map_examples:
+    row["placement_map"] = placement_map(eval_fn, data)
+  return row
+
+
+def run_one(run: str, model: models.Model, seed: int, cfg: OrbitConfig, data: orbit_data.Data,
+            workdir: workdir_lib.Workdir) -> dict:
+  steps = cfg.steps_of(model.name)
+  init_key, train_key = jax.random.split(jax.random.key(seed))
+  params = jax.jit(model.init)(init_key, data.train["images"][:1])
+  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate,
+                                                min(cfg.warmup_steps, steps - 1), steps)
+  tcfg = train.TrainConfig(steps=steps, name=f"{run}/seed{seed}", log_every=cfg.log_every,
+                           checkpoint_every=cfg.checkpoint_every,
+                           checkpoint_dir=workdir.checkpoint_dir(run, seed),
+                           metrics_path=workdir.metrics_path(run, seed),
+                           early_stopping=train.EarlyStopping(cfg.eval_every, cfg.patience,
+                                                              cfg.min_delta))
+  eval_jit = jax.jit(model.eval_logits)
+  params, history = train.fit(model.loss, params,
+                              pipeline.train_batch_fn(data.train, cfg.batch_size, seed=seed),
+                              _adam(schedule), tcfg, train_key,
+                              schedule=schedule,
+                              validate=lambda p: accuracy(functools.partial(eval_jit, p), data.val))
+  row = {"model": run, "seed": seed, "step_cap": steps, "best_step": history["best_step"],
+         "steps_run": history["last_step"], "val_acc": history["best_score"],
+         "val_curve": history["val_curve"], "train_seconds": history["train_seconds"],
+         "final_loss": history["loss"][-1] if history["loss"] else None,
+         "num_params": models.num_params(params["net"]),
+         **measure(functools.partial(eval_jit, params), cfg, data, seed)}
   if isinstance(model.net, encoders.MLP) and cfg.jensen_batches:
     row["jensen"] = audit.jensen_gaps(model.net, params["net"], data.test_in["images"],
                                       data.test_in["labels"], data.group,
                                       batches=cfg.jensen_batches)
-  return row
-
-
-def run_one(model: models.Model, seed: int, cfg: OrbitConfig, data: Data,
-            workdir: workdir_lib.Workdir, optimizer) -> dict:
-  name = model.name
-  init_key, train_key = jax.random.split(jax.random.key(seed))
-  params = jax.jit(model.init)(init_key, data.train["images"][:1])
-  tcfg = train.TrainConfig(steps=cfg.steps_of(name), name=f"{name}/seed{seed}",
-                           log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                           checkpoint_dir=workdir.checkpoint_dir(name, seed),
-                           metrics_path=workdir.metrics_path(name, seed))
-  params, history = train.fit(model.loss, params,
-                              pipeline.train_batch_fn(data.train, cfg.batch_size, seed=seed),
-                              optimizer, tcfg, train_key)
-  row = {"model": name, "seed": seed, "steps": tcfg.steps, "train_seconds": history["train_seconds"],
-         "final_loss": history["loss"][-1] if history["loss"] else None,
-         "num_params": models.num_params(params["net"]),
-         **measure(model, params, cfg, data, seed)}
-  if name == "learned_aug":
+  if model.name == "mlp_aug_full":       # the same parameters, averaged over the orbit at test time
+    orbit_jit = jax.jit(models.orbit_eval_logits(model, data.group))
+    # exactly invariant by construction (as orbit_full's audit shows): accuracies and maps only
+    row["orbit_eval"] = measure(functools.partial(orbit_jit, params), cfg, data, seed,
+                                with_audit=False)
+  if model.name == "learned_aug":
     row["learned_width"] = models.learned_width(model, params)
-  logging.info("%s seed %d: in %.3f out %.3f inv %.2e flips %.3f (%.1fs)", name, seed,
-               row["acc_in_support"], row["acc_out_of_support"], row["invariance_error"],
-               row["invariance"]["flip_rate"], row["train_seconds"])
+  logging.info("%s seed %d: in %.3f out %.3f per-example inv %.2e flips %.3f, best step %d of %d "
+               "(%.1fs)", run, seed, row["acc_in_support"], row["acc_out_of_support"],
+               row["invariance"]["max_error_max"], row["invariance"]["flip_rate"],
+               row["best_step"], row["steps_run"], row["train_seconds"])
   return row
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(schedule):
+  return optax.adam(schedule)     # one object per schedule: seeds reuse the compiled step
 
 
 def main(cfg: OrbitConfig):
-  workdir = workdir_lib.Workdir(cfg.workdir, "orbit", config.identity(cfg))
-  data = make_data(cfg)
-  logging.info("orbit study: %s, %d train / %d + %d test examples, models %s, seeds %s",
-               cfg.group, len(data.train["labels"]), len(data.test_in["labels"]),
-               len(data.test_out["labels"]), ",".join(cfg.models), list(cfg.seeds))
-  # One model and optimizer object per name: every seed reuses their compiled programs.
-  spec = cfg.model_spec()
-  zoo = {name: models.make(name, spec, data.group, data.support) for name in cfg.models}
-  optimizer = optax.adam(cfg.learning_rate)
-  rows = [workdir.row(f"{name}_seed{seed}",
-                      lambda m=zoo[name], s=seed: run_one(m, s, cfg, data, workdir, optimizer))
-          for seed in cfg.seeds for name in cfg.models]
+  # Nothing is written until the data is there (a missing dataset is a one-line error).
+  workdir = workdir_lib.Workdir(cfg.workdir, "orbit", config.identity(cfg), create=False)
+  datasets = {}
+
+  def data_for(seed):
+    data_seed = seed if cfg.data_seed < 0 else cfg.data_seed
+    if data_seed not in datasets:
+      source = sources.as_objects(sources.load_classification(cfg.dataset, data_dir=cfg.data_dir,
+                                                              seed=data_seed),
+                                  cfg.object_size, cfg.channels)
+      datasets[data_seed] = orbit_data.make(
+          source, group=cfg.group, canvas=cfg.canvas, support=cfg.support,
+          placements_per_image=cfg.placements_per_image, val_fraction=cfg.val_fraction,
+          map_examples=cfg.map_examples, data_seed=data_seed)
+    return datasets[data_seed]
+
+  first = data_for(cfg.seeds[0])
+  workdir.create()
+  logging.info("orbit study: %s, %d train / %d val / %d + %d test examples, runs %s, seeds %s",
+               cfg.group, len(first.train["labels"]), len(first.val["labels"]),
+               len(first.test_in["labels"]), len(first.test_out["labels"]),
+               ",".join(r for r, _, _ in cfg.runs()), list(cfg.seeds))
+  # One model object per run: every seed reuses its compiled programs.
+  zoo = {run: models.make(name, dataclasses.replace(spec, num_classes=first.num_classes),
+                          first.group, first.support) for run, name, spec in cfg.runs()}
+  rows, total, start = [], len(cfg.seeds) * len(zoo), time.perf_counter()
+  for seed in cfg.seeds:
+    for run, model in zoo.items():
+      rows.append(workdir.row(f"{run}_seed{seed}",
+                              lambda r=run, m=model, s=seed: run_one(r, m, s, cfg, data_for(s),
+                                                                     workdir)))
+      elapsed = time.perf_counter() - start
+      logging.info("orbit study: %d/%d runs done, %.0f s, ETA %.0f s", len(rows), total, elapsed,
+                   elapsed / len(rows) * (total - len(rows)))
   results = orbit_report.write(workdir, cfg, rows)
   print(workdir.file("results.md"))
   print(orbit_report.markdown(cfg, results))

@@ -37,8 +37,9 @@ def eval_elements(group: groups_lib.Group, count: int, seed: int) -> np.ndarray:
 def audit(fn: Callable, x_NHWC: np.ndarray, group: groups_lib.Group, elements: Sequence[int],
           batch: int = 256, inside: Optional[np.ndarray] = None) -> dict:
   """Invariance of ``fn`` (images -> logits) on ``x`` over ``elements`` (the first must be the
-  identity). ``inside``: optional boolean (len(elements),) marking elements that keep the examples
-  in the training support; the per-example maxima and flip rates are then also split by it."""
+  identity). ``inside``: optional boolean (len(elements),) or (len(elements), N) marking the
+  (element, example) pairs that keep the example in the training support; the per-example maxima
+  and flip rates are then also given for those pairs and for the rest."""
   elements = np.asarray(elements)
   if elements[0] != 0:
     raise ValueError(f"elements[0]={elements[0]}: the first element must be the identity (0)")
@@ -59,17 +60,24 @@ def audit(fn: Callable, x_NHWC: np.ndarray, group: groups_lib.Group, elements: S
   out = _summary(rel_GN, flip_GN)
   out.update(batch_error=batch_error, elements=int(len(elements)), examples=int(len(ref_NK)))
   if inside is not None:
-    inside = np.asarray(inside, bool)
-    for name, sel in (("inside_support", inside), ("outside_support", ~inside)):
-      if sel[1:].any():
-        out[name] = _summary(rel_GN[sel], flip_GN[sel])
+    inside = np.broadcast_to(np.asarray(inside, bool).reshape(len(elements), -1), rel_GN.shape)
+    others = np.ones_like(inside)
+    others[0] = False                                      # the identity compares with itself
+    for name, sel in (("inside_support", inside & others), ("outside_support", ~inside & others)):
+      if sel.any():
+        out[name] = _summary(rel_GN, flip_GN, sel)
   return out
 
 
-def _summary(rel_GN, flip_GN) -> dict:
-  per_example = rel_GN.max(0)
+def _summary(rel_GN, flip_GN, mask_GN=None) -> dict:
+  """Per-example maximum over the (masked) elements, its mean and max over examples (examples
+  with no masked element left out), and the flip rate over the masked pairs."""
+  if mask_GN is None:
+    mask_GN = np.ones(rel_GN.shape, bool)
+  has = mask_GN.any(0)
+  per_example = np.where(mask_GN, rel_GN, -np.inf).max(0)[has]
   return {"max_error_mean": float(per_example.mean()), "max_error_max": float(per_example.max()),
-          "flip_rate": float(flip_GN.mean())}
+          "flip_rate": float(flip_GN[mask_GN].mean())}
 
 
 def jensen_gaps(net, params, x_NHWC, labels_N, group: groups_lib.Group, batch: int = 32,

@@ -338,12 +338,12 @@ def aps_downsample(x_NHWC):
 
 
 class ConvNet(nn.Module):
-  """Convs (ReLU), each optionally followed by stride-2 downsampling, then global average pool
-  (``global_pool``) or flatten, then a head.
+  """Convs (ReLU), each but the last optionally followed by stride-2 downsampling, then global
+  average pool (``global_pool``) or flatten, then a head.
 
   With ``circular=True`` padding wraps around and the global pool makes the stride-1 net exactly
   invariant to cyclic shifts; zero padding, the flatten head or plain strides break that (the
-  controls); ``downsample="aps"`` keeps it with strides (sides divisible by 2**layers).
+  controls); ``downsample="aps"`` keeps it with strides (sides divisible by 2**(layers - 1)).
   """
 
   channels: Sequence[int] = (32, 32, 32)
@@ -362,12 +362,15 @@ class ConvNet(nn.Module):
   def feature_maps(self, x_NHWC):
     down = {"none": lambda x: x, "stride": stride_downsample, "aps": aps_downsample}[
         self.downsample]
-    for conv in self.convs:
-      if self.downsample != "none" and (x_NHWC.shape[1] % 2 or x_NHWC.shape[2] % 2):
-        raise ValueError(f"downsample={self.downsample!r} needs even map sides before every "
-                         f"layer; got {x_NHWC.shape[1]}x{x_NHWC.shape[2]} (use a canvas "
-                         f"divisible by {2 ** len(self.channels)})")
-      x_NHWC = down(nn.relu(conv(x_NHWC)))
+    for i, conv in enumerate(self.convs):
+      x_NHWC = nn.relu(conv(x_NHWC))
+      if i == len(self.convs) - 1 or self.downsample == "none":
+        continue
+      if x_NHWC.shape[1] % 2 or x_NHWC.shape[2] % 2:
+        raise ValueError(f"downsample={self.downsample!r} needs even map sides after every "
+                         f"layer but the last; got {x_NHWC.shape[1]}x{x_NHWC.shape[2]} (use a "
+                         f"canvas divisible by {2 ** (len(self.channels) - 1)})")
+      x_NHWC = down(x_NHWC)
     return x_NHWC
 
   def embed(self, x_NHWC):

@@ -9,8 +9,11 @@
 Models (``NAMES``): ``mlp`` (no invariance), ``mlp_aug_support`` / ``mlp_aug_full`` (a random
 group element per example, landing on the training support / anywhere), ``orbit_full`` (features
 averaged over the whole group; the fast DFT path for translations), ``orbit_sampled`` (k sampled
-elements), ``cnn_gap`` (circular ConvNet + global average pool), ``cnn_flat`` (zero padding +
-flatten head: the control), ``p4`` (p4 group ConvNet + group pooling), ``learned_aug``
+elements), the ConvNets of ``CONVNETS`` (``cnn_gap``: circular padding + global average pool,
+exactly shift-invariant; ``cnn_zero_gap`` / ``cnn_circ_flat`` / ``cnn_flat``: zero padding and/or
+a flatten head; ``cnn_strided``: stride-2 layers, not invariant; ``cnn_aps``: the same with
+adaptive polyphase sampling, exactly invariant), ``p4`` (p4 group ConvNet + group pooling),
+``learned_aug``
 (Augerino-style learnable shift range, ``LearnedShift``, rewarded for width; predictions averaged
 over sampled shifts at evaluation).
 
@@ -34,8 +37,16 @@ from invariance import metrics
 from invariance import orbit
 from invariance import train
 
+# ConvNets that change one thing at a time: padding (circular / zero), head (global average pool /
+# flatten), downsampling (none / plain stride 2 / adaptive polyphase sampling).
+CONVNETS = {"cnn_gap": dict(circular=True, global_pool=True),
+            "cnn_zero_gap": dict(circular=False, global_pool=True),
+            "cnn_circ_flat": dict(circular=True, global_pool=False),
+            "cnn_flat": dict(circular=False, global_pool=False),
+            "cnn_strided": dict(circular=True, global_pool=True, downsample="stride"),
+            "cnn_aps": dict(circular=True, global_pool=True, downsample="aps")}
 TRANSLATION_MODELS = ("mlp", "mlp_aug_support", "mlp_aug_full", "orbit_full", "orbit_sampled",
-                      "cnn_gap", "cnn_flat", "learned_aug")
+                      *CONVNETS, "learned_aug")
 ROTATION_MODELS = ("mlp", "mlp_aug_full", "orbit_full", "orbit_sampled", "p4", "cnn_flat")
 NAMES = tuple(dict.fromkeys(TRANSLATION_MODELS + ROTATION_MODELS))
 EVAL_KEY_SEED = 12345             # the fixed key of sampled evaluations (orbit_sampled, learned_aug)
@@ -50,6 +61,7 @@ class ModelSpec:
   canvas: int = 24                  # learned_aug: the shift range lives in (0, canvas / 2)
   aug_width_reg: float = 0.05       # learned_aug: weight of the reward for a wide range
   aug_eval_samples: int = 8         # learned_aug: predictions averaged at evaluation
+  num_classes: int = 10
 
 
 class LearnedShift(nn.Module):
@@ -105,7 +117,7 @@ def make(name: str, spec: ModelSpec, group: groups_lib.Group,
   if name not in NAMES:
     raise ValueError(f"model={name!r}; allowed: {', '.join(NAMES)}")
   eval_key = jax.random.key(EVAL_KEY_SEED)
-  mlp = encoders.MLP(spec.mlp_hidden)
+  mlp = encoders.MLP(spec.mlp_hidden, spec.num_classes)
   plain_init = lambda net: lambda key, x: {"net": net.init(key, x)}
   plain = lambda net: lambda p, x: net.apply(p["net"], x)
 
@@ -130,10 +142,10 @@ def make(name: str, spec: ModelSpec, group: groups_lib.Group,
                  lambda p, batch, key: om.apply(p["net"], batch["images"], key),
                  lambda p, x: om.apply(p["net"], x, eval_key))
 
-  if name in ("cnn_gap", "cnn_flat", "p4"):
-    net = {"cnn_gap": lambda: encoders.CircularCNN(spec.cnn_channels),
-           "cnn_flat": lambda: encoders.FlatCNN(spec.cnn_channels),
-           "p4": lambda: encoders.GroupCNN("rotations", spec.cnn_channels)}[name]()
+  if name in CONVNETS or name == "p4":
+    net = (encoders.GroupCNN("rotations", spec.cnn_channels, num_classes=spec.num_classes)
+           if name == "p4" else encoders.ConvNet(spec.cnn_channels, num_classes=spec.num_classes,
+                                                 **CONVNETS[name]))
     return Model(name, net, plain_init(net),
                  lambda p, batch, key: net.apply(p["net"], batch["images"]), plain(net))
 
@@ -154,6 +166,17 @@ def make(name: str, spec: ModelSpec, group: groups_lib.Group,
 
   return Model(name, mlp, init, lambda p, batch, key: shifted_logits(p, batch["images"], key, 1)[0],
                lambda p, x: shifted_logits(p, x, eval_key, spec.aug_eval_samples).mean(0), penalty)
+
+
+def orbit_eval_logits(model: Model, group: groups_lib.Group) -> Callable:
+  """``(params, images) -> logits`` of an MLP-based model's network averaged over the whole orbit
+  at test time (the same parameters, e.g. those ``mlp_aug_full`` learned by augmentation)."""
+  if not isinstance(model.net, encoders.MLP):
+    raise ValueError(f"{model.name}: test-time orbit averaging needs an MLP-based model")
+    # (the fast DFT path needs the MLP's first layer)
+  mode = "fast" if isinstance(group, groups_lib.Translations) else "full"
+  om = orbit.OrbitModel(model.net, group, mode=mode)
+  return lambda p, x: om.apply(p["net"], x)
 
 
 def learned_width(model: Model, params) -> dict:

@@ -59,11 +59,20 @@ def translation_orbit_features(model: nn.Module, params, x_NHWC):
   return model.apply(params, x_NHWC, method=model.translation_orbit_mean)
 
 
+def sample_elements(group: groups_lib.Group, key, num_samples: int, batch_size: int,
+                    support=None):
+  """The sampled orbit's elements: (K, N) ints, each drawn uniformly (with replacement) from G or
+  from ``support``. Every entry's marginal is uniform, which is what makes the sampled orbit mean
+  unbiased (tests check the counts)."""
+  return group.sample(key, (num_samples, batch_size), support)
+
+
 def sampled_orbit_features(model: nn.Module, params, x_NHWC, group: groups_lib.Group, key,
                            num_samples: int, support=None):
-  """Mean of phi(g_i . x) over ``num_samples`` random elements per example -> (N, F)."""
+  """Mean of phi(g_i . x) over ``num_samples`` random elements per example -> (N, F); the elements
+  are ``sample_elements(group, key, num_samples, N, support)``."""
   n = x_NHWC.shape[0]
-  g_KN = group.sample(key, (num_samples, n), support)
+  g_KN = sample_elements(group, key, num_samples, n, support)
   copies = jax.vmap(group.act, in_axes=(0, None))(g_KN, x_NHWC)       # K, N, H, W, C
   feats = _embed(model, params, copies.reshape((num_samples * n,) + x_NHWC.shape[1:]))
   return feats.reshape(num_samples, n, -1).mean(axis=0)
@@ -143,5 +152,5 @@ def check_num_samples(num_samples: int, group: groups_lib.Group, flag: str = "or
   return num_samples
 
 
-__all__ = ["OrbitModel", "orbit_features", "translation_orbit_features", "sampled_orbit_features",
-           "augmented_logits", "jensen_gap", "check_num_samples", "MODES"]
+__all__ = ["OrbitModel", "orbit_features", "translation_orbit_features", "sample_elements",
+           "sampled_orbit_features", "augmented_logits", "jensen_gap", "check_num_samples", "MODES"]

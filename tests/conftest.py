@@ -21,6 +21,9 @@ os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
 import tempfile  # noqa: E402
 
 os.environ.setdefault("INVARIANCE_TEST_CACHE", tempfile.mkdtemp(prefix="invariance-jax-cache-"))
+# TFDS datasets the tests build (the digits, the scenes) go to a per-session directory, never the
+# user's ~/tensorflow_datasets; study subprocesses inherit it.
+os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="invariance-tfds-"))
 
 import pytest  # noqa: E402
 

@@ -23,6 +23,12 @@ def _bbox(canvas_HWC):
   return rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
 
 
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+  """The real digits (the TFDS dataset built into a temporary directory, not the user's)."""
+  return sources.load_classification("digits", data_dir=str(tmp_path_factory.mktemp("tfds")))
+
+
 @pytest.mark.parametrize("support", list(REGIONS), ids=str)
 def test_placed_pixels_inside_support_and_canvas(support):
   glyphs = _glyphs(300)
@@ -37,9 +43,8 @@ def test_placed_pixels_inside_support_and_canvas(support):
   assert len(np.unique(positions, axis=0)) >= 14                # and positions really vary
 
 
-def test_real_digits_stay_in_bottom_half():
-  digits = sources.load_digits().test_images
-  canvases, _ = curation.place(digits, CANVAS, "bottom", np.random.default_rng(0))
+def test_real_digits_stay_in_bottom_half(digits):
+  canvases, _ = curation.place(digits.test_images, CANVAS, "bottom", np.random.default_rng(0))
   rows = np.nonzero(canvases.any(axis=(2, 3)))[1]
   assert rows.min() >= 12 and rows.max() < 24
 
@@ -80,8 +85,8 @@ def test_support_elements_are_translations_of_a_glyph_at_the_origin():
                                 curation.paste(glyphs, CANVAS, np.stack([qy, qx], 1)))
 
 
-def test_rotate_curation_policies():
-  d = sources.load_digits()
+def test_rotate_curation_policies(digits):
+  d = digits
   x, y = d.test_images, d.test_labels
   up_x, up_y, up_k = curation.rotate_curation(x, y, "upright", np.random.default_rng(0))
   keep = ~np.isin(y, (6, 9))
@@ -97,8 +102,8 @@ def test_rotate_curation_policies():
   assert len(all_y) == len(y)
 
 
-def test_curated_splits_in_and_out_of_support():
-  d = sources.load_digits()
+def test_curated_splits_in_and_out_of_support(digits):
+  d = digits
   splits = curation.curated_splits(d.train_images, d.train_labels, d.test_images, d.test_labels,
                                    CANVAS, "bottom", np.random.default_rng(0))
   assert set(splits) == {"train", "test_in", "test_out"}

@@ -126,11 +126,12 @@ X8 = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
 
 
 def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_are_not():
-  """APS (two stride-2 layers on 8x8, circular padding, global pool) over all 64 shifts at init
+  """APS (three layers, two of them stride 2, on 8x8, circular padding, global pool) over all 64
+  shifts at init
   and after a few steps; the same net with plain strides is rejected by the same assertion."""
   T8 = G.Translations(8, 8)
-  aps = E.ConvNet((4, 4), num_classes=3, downsample="aps")
-  strided = E.ConvNet((4, 4), num_classes=3, downsample="stride")
+  aps = E.ConvNet((4, 4, 4), num_classes=3, downsample="aps")
+  strided = E.ConvNet((4, 4, 4), num_classes=3, downsample="stride")
   for params in (aps.init(jax.random.key(1), X8), _trained_on(aps, X8)):
     assert_invariant(jax.jit(lambda x, p=params: aps.apply(p, x)), T8, X8, rtol=1e-5)
   params = strided.init(jax.random.key(1), X8)
@@ -165,4 +166,4 @@ def test_polyphase_choice_follows_a_shift_and_odd_sides_are_refused():
   s_a, s_b = E.stride_downsample(x), E.stride_downsample(shifted)
   assert not any(follows(s_a, s_b, i) for i in range(2))
   with pytest.raises(ValueError, match="even map sides"):
-    E.ConvNet((4,), downsample="aps").init(jax.random.key(0), jnp.zeros((1, 7, 7, 1)))
+    E.ConvNet((4, 4), downsample="aps").init(jax.random.key(0), jnp.zeros((1, 7, 7, 1)))

@@ -32,7 +32,7 @@ def orbit_step() -> dict:
   """orbit_full (the fast translation orbit of an MLP) on smoke-sized digits."""
   from invariance import groups, models
   from invariance.data import sources
-  digits = sources.load_digits(seed=0)
+  digits = sources.load_classification("digits", seed=0)
   canvas = np.zeros((32, 16, 16, 1), np.float32)
   canvas[:, 4:12, 4:12] = digits.train_images[:32]
   model = models.make("orbit_full", models.ModelSpec(mlp_hidden=(32, 32)),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from invariance import groups as G
+from invariance.testing import assert_composition_matches_action, assert_uniform_draws
 
 GROUPS = [G.Translations(4, 5), G.Rotations(), G.Flips(), G.Dihedral()]
 
@@ -17,14 +18,39 @@ def _x(group):
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
 def test_composition_matches_action(group):
+  """compose and the Cayley table against the action itself: act(g o h, x) == act(g, act(h, x))
+  for every pair, on an asymmetric input (the controls below show the same check rejects wrong
+  tables)."""
   x = _x(group)
-  orbit = group.orbit(x)
-  table = group.compose_table()
-  for g in range(group.order):
-    gx = jax.vmap(lambda y: group.act(g, y))(orbit)   # act(g, act(h, x)) for all h at once
-    want = orbit[table[g]]                            # act(g o h, x)
-    chex.assert_trees_all_close(gx, want)
-    chex.assert_trees_all_equal(np.asarray(group.compose(g, jnp.arange(group.order))), table[g])
+  assert_composition_matches_action(group, x)
+  table = group.compose_table()       # Translations computes compose arithmetically: check both
+  assert_composition_matches_action(group, x, compose=lambda g, h: jnp.asarray(table)[g, h])
+
+
+def _dihedral_without_flip_sign(g, h):
+  """The classic D4 slip: rot^r1 flip^s1 rot^r2 = rot^(r1 + r2) flip^s1 (it is r1 - r2)."""
+  (s1, r1), (s2, r2) = jnp.divmod(g, 4), jnp.divmod(h, 4)
+  return 4 * ((s1 + s2) % 2) + (r1 + r2) % 4
+
+
+WRONG_COMPOSITIONS = (
+    [(grp, "off_by_one", lambda g, h, grp=grp: (grp.compose(g, h) + 1) % grp.order)
+     for grp in GROUPS]
+    + [(G.Dihedral(), "reversed_order", lambda g, h: G.Dihedral().compose(h, g)),
+       (G.Dihedral(), "flip_sign_ignored", _dihedral_without_flip_sign)])
+
+
+@pytest.mark.parametrize("group,what,wrong", WRONG_COMPOSITIONS,
+                         ids=[f"{g.name}-{w}" for g, w, _ in WRONG_COMPOSITIONS])
+def test_control_wrong_composition_is_rejected(group, what, wrong):
+  with pytest.raises(AssertionError, match="composition disagrees with the action"):
+    assert_composition_matches_action(group, _x(group), compose=wrong)
+
+
+def test_control_symmetric_input_is_refused():
+  # A constant image is fixed by every element: any table would "match", so the check refuses it.
+  with pytest.raises(ValueError, match="symmetric"):
+    assert_composition_matches_action(G.Dihedral(), jnp.ones((2, 5, 5, 3)))
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
@@ -58,6 +84,31 @@ def test_translation_element_is_roll_and_support_sampling():
   assert set(draws.tolist()) == set(support.tolist())      # every support element, nothing else
   dy, _ = t.shift(draws)
   assert np.all(np.asarray(dy) >= 3)
+
+
+T8 = G.Translations(8, 8)                                     # 64 elements
+BOTTOM = T8.support_from_ranges((4, 8), (0, 8))              # 32 of them
+
+
+@pytest.mark.parametrize("support", [None, BOTTOM], ids=["group", "support"])
+def test_sample_is_uniform(support):
+  """Counts of 64 000 draws (1000 repetitions x 64 slots) against uniform, slot by slot."""
+  draws = T8.sample(jax.random.key(0), (1000, 8, 8), support)
+  assert_uniform_draws(draws, T8.elements() if support is None else support)
+
+
+def test_control_biased_sampler_is_rejected():
+  # Never draws 4 of the 64 elements: the same count test rejects it.
+  draws = T8.sample(jax.random.key(0), (1000, 8, 8), np.arange(4, 64))
+  with pytest.raises(AssertionError, match="not uniform"):
+    assert_uniform_draws(draws, T8.elements())
+  # One slot (the first draw) never leaves the identity, the other 63 are uniform.
+  draws = T8.sample(jax.random.key(0), (1000, 64)).at[:, 0].set(0)
+  with pytest.raises(AssertionError, match="not uniform"):
+    assert_uniform_draws(draws, T8.elements())
+  # The whole group where only the support is allowed.
+  with pytest.raises(AssertionError, match="outside the support"):
+    assert_uniform_draws(T8.sample(jax.random.key(0), (1000, 8, 8)), BOTTOM)
 
 
 @pytest.mark.parametrize("bad", [np.array([-1]), np.array([36]), np.array([], np.int32),

@@ -122,3 +122,34 @@ def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke):
     assert len(lines) == 1 and needle in lines[0], err
   for name, content in before.items():
     assert open(os.path.join(smoke, name), "rb").read() == content
+
+
+def test_a_missing_tfds_dataset_is_one_line_and_writes_nothing(tmp_path):
+  workdir = tmp_path / "w"
+  proc = run_study(str(workdir), "--dataset=mnist", f"--data_dir={tmp_path / 'tfds'}")
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+  assert "mnist" in lines[0] and str(tmp_path / "tfds") in lines[0] and "tfds build" in lines[0]
+  assert not workdir.exists()
+
+
+def test_end_to_end_on_a_real_tfds_name_with_mocked_data(tmp_path):
+  """mnist (28x28, resized to 8x8 objects) through the whole study, in-process under
+  tfds.testing.mock_data (no network)."""
+  import tensorflow_datasets as tfds
+  from experiments import orbit
+  cfg = orbit.OrbitConfig(
+      dataset="mnist", object_size=8, canvas=16, models=("mlp", "cnn_gap"), seeds=(0,),
+      steps=10, eval_every=5, patience=10, batch_size=32, placements_per_image=1,
+      mlp_hidden=(16,), cnn_channels=(4, 4), eval_elements=4, eval_examples=16, map_examples=4,
+      jensen_batches=1, log_every=5, checkpoint_every=10, workdir=str(tmp_path / "w"),
+      data_dir=str(tmp_path / "tfds"))
+  cfg.validate()
+  with tfds.testing.mock_data(num_examples=64):
+    orbit.main(cfg)
+  results = load(str(tmp_path / "w"))
+  assert results["flags"]["dataset"] == "mnist"
+  by = {r["model"]: r for r in results["rows"]}
+  assert set(by) == {"mlp", "cnn_gap"}
+  assert by["cnn_gap"]["invariance"]["max_error_max"] <= 1e-5
+  assert len(by["mlp"]["placement_map"]) == 9 * 9

@@ -1,4 +1,7 @@
-"""The shared training loop: learns, resumes to identical params, stops on NaN, data-parallel."""
+"""The shared training loop: learns, resumes to identical params, stops on NaN, data-parallel.
+
+The loss uses the step's key, so resume and 1-vs-8-device equality also pin the key schedule
+(controls: wrong schedules written out by hand are rejected by the same comparisons)."""
 import functools
 
 import chex
@@ -9,6 +12,7 @@ import optax
 import pytest
 
 from invariance import encoders as E
+from invariance import parallel
 from invariance import train
 
 MODEL = E.MLP((16,), num_classes=2)
@@ -23,8 +27,10 @@ def batch_at(step):
 
 
 def loss_fn(params, batch, rng):
-  logits = MODEL.apply(params, batch["x"])
-  return train.cross_entropy(logits, batch["y"]), {"acc": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
+  # Uses the step's key (input noise, per example), so a wrong key schedule changes the params.
+  logits = MODEL.apply(params, batch["x"] + 0.1 * jax.random.normal(rng, batch["x"].shape))
+  acc = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
+  return train.cross_entropy(logits, batch["y"]), {"acc": acc}
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,19 +44,45 @@ def _fit(steps, ckpt_dir=None, mesh=None, lr=0.05):
   return train.fit(loss_fn, params, batch_at, _adam(lr), cfg, jax.random.key(1), mesh=mesh)
 
 
+def _by_hand(steps, key_index, mesh=None):
+  """fit's loop written out with train.setup's jitted step, the key of step i being
+  fold_in(rng, key_index(i)): key_index(i) = i is fit's schedule, anything else a wrong one."""
+  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  s = train.setup(loss_fn, params, _adam(0.05), parallel.data_mesh() if mesh is None else mesh,
+                  jax.random.key(1))
+  params, opt_state = s.params, s.opt_state
+  for i in range(steps):
+    batch = train.to_global(batch_at(i), s.batch_sharding)
+    params, opt_state, _, _ = s.step(params, opt_state, batch, s.key_data, key_index(i))
+  return jax.device_get(params)
+
+
+# Wrong key schedules a resume or a data-parallel step could plausibly have.
+WRONG_SCHEDULES = {"restarted_at_resume": lambda i: i if i < 10 else i - 10,
+                   "fold_in_ignored": lambda i: 0}
+
+
 def test_fit_learns():
   params, hist = _fit(60)
   assert hist["loss"][-1] < 0.5 * hist["loss"][0]
 
 
 def test_resume_gives_identical_params(tmp_path):
-  full, _ = _fit(30)
-  _fit(20, str(tmp_path / "ck"))                          # "killed" after step 20
-  resumed, hist = _fit(30, str(tmp_path / "ck"))
-  assert hist["resumed_from"] == 20 and hist["steps_run"] == 10
-  chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(full))
+  full, _ = _fit(20)
+  full = jax.device_get(full)
+  # fit's key schedule is fold_in(rng, global step): the loop by hand with it gives the same params.
+  chex.assert_trees_all_equal(_by_hand(20, lambda i: i), full)
+  _fit(10, str(tmp_path / "ck"))                          # "killed" after step 10
+  resumed, hist = _fit(20, str(tmp_path / "ck"))
+  assert hist["resumed_from"] == 10 and hist["steps_run"] == 10
+  chex.assert_trees_all_equal(jax.device_get(resumed), full)
+  # Controls: a resume that restarted the step count, or a loop that ignored the step, trains with
+  # other keys and ends elsewhere, which the same assertion rejects.
+  for wrong in WRONG_SCHEDULES.values():
+    with pytest.raises(AssertionError, match="Values not exactly equal"):
+      chex.assert_trees_all_equal(_by_hand(20, wrong), full)
   # Finished: a rerun restores the final checkpoint and trains nothing.
-  _, again = _fit(30, str(tmp_path / "ck"))
+  _, again = _fit(20, str(tmp_path / "ck"))
   assert again["steps_run"] == 0
 
 
@@ -74,7 +106,23 @@ def test_data_parallel_matches_single_device():
                       devices=jax.devices()[:1])
   p1, _ = _fit(10, mesh=one)
   p8, _ = _fit(10)                                         # default: all 8 devices
-  chex.assert_trees_all_close(jax.device_get(p1), jax.device_get(p8), atol=1e-5, rtol=1e-5)
+  p1, p8 = jax.device_get(p1), jax.device_get(p8)
+  chex.assert_trees_all_close(p1, p8, atol=1e-5, rtol=1e-5)
+  # Control: 8 devices with a wrong key schedule are rejected by the same comparison.
+  with pytest.raises(AssertionError, match="Values not approximately equal"):
+    chex.assert_trees_all_close(p1, _by_hand(10, WRONG_SCHEDULES["fold_in_ignored"]),
+                                atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_past_steps_is_refused(tmp_path):
+  _fit(10, str(tmp_path / "ck"))
+  with pytest.raises(ValueError, match="past steps"):
+    _fit(5, str(tmp_path / "ck"))                          # latest checkpoint 10 > steps=5
+  # Control: a checkpoint exactly at steps is a finished run (nothing to train, no error), so the
+  # same assertion fails on it.
+  with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+    with pytest.raises(ValueError, match="past steps"):
+      _fit(10, str(tmp_path / "ck"))
 
 
 def test_fit_leaves_the_callers_params_alive():

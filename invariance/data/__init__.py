@@ -1,10 +1,12 @@
-"""Data: base sources -> curation (placement, rotation, captions) -> grain batches per process.
+"""Data: a TFDS dataset (``sources``) -> curation (placement, rotation, captions) -> grain batches.
 
-Submodules: ``sources`` (sklearn digits offline, any TFDS name), ``curation`` (placement supports,
-rotation policy, in/out-of-support splits), ``scenes`` (procedural dashcam scenes), ``captions``
-(caption policies, tokenizer), ``pipeline`` (grain loaders), ``tfds_builders`` (the generated
-datasets as TFDS builders). tensorflow_datasets and grain are imported only when used;
-``tfds_builders`` is imported on first attribute access.
+Submodules: ``sources`` (one loader per concept, all through ``tfds.data_source``: labelled images
+by TFDS name or the offline ``digits``, and the dashcam scenes), ``tfds_builders`` (the offline
+defaults as TFDS builders, built on first use), ``curation`` (placement supports, rotation policy,
+in/out-of-support splits), ``scenes`` (the procedural dashcam scene generator), ``captions``
+(caption policies, tokenizer), ``pipeline`` (grain: the global batch of every step).
+tensorflow_datasets and grain are imported only when used; ``tfds_builders`` is imported on first
+attribute access.
 """
 import importlib
 
@@ -13,13 +15,12 @@ from invariance.data.captions import (ATTRIBUTE_WORDS, POLICIES, Tokenizer, all_
 from invariance.data.curation import (COMPLEMENT, ROTATION_POLICIES, SUPPORTS, curated_splits,
                                       paste, place, placement_positions, rotate_curation,
                                       support_elements)
-from invariance.data.pipeline import (eval_batches, num_eval_batches, shard_indices,
-                                      train_batches)
+from invariance.data.pipeline import train_batch_fn, train_dataset
 from invariance.data.scenes import (ATTRIBUTES, CAR_COLORS, Nuisance, attribute_boxes,
                                     make_scenes, render_scenes, sample_attributes,
                                     sample_nuisance, scene_layout, scene_pairs, with_attribute)
-from invariance.data.sources import (SOURCES, ImageData, load_digits, load_source, load_tfds,
-                                     read_tfds)
+from invariance.data.sources import (ImageData, as_objects, load_classification, load_digits,
+                                     load_scene_pairs, load_scenes, resize_objects)
 
 
 def __getattr__(name):

@@ -1,39 +1,37 @@
-"""grain loaders over in-memory arrays: per-process shards, seeded shuffling, masked eval padding.
+"""grain batches indexed by step: the global batch of every training step, by random access.
 
-Data is a dict of numpy arrays sharing a leading dim N (e.g. ``images``, ``labels``). Process ``i``
-of ``k`` owns the examples ``i, i + k, i + 2k, ...``: shards are disjoint and cover the data.
-``batch_size`` is always the per-process batch. grain is imported lazily inside the functions.
+Data is a dict of numpy arrays sharing a leading dim N (e.g. ``images``, ``labels``), read from a
+TFDS dataset and curated (``sources``, ``curation``). ``train_dataset`` is a grain ``MapDataset``
+whose element ``step`` is the *global* batch of that step:
 
-* ``train_batches`` - infinite iterator; each epoch of the shard is reshuffled from ``seed``.
-  Shuffling is done per epoch with numpy and batches are gathered in one vectorised take; grain
-  provides the iterator (and its checkpointable state).
-* ``eval_batches``  - finite; every process yields ``num_eval_batches(...)`` batches, padded with
-  zero rows and a boolean ``mask`` (True = real example), so hosts stay in lock-step.
+    EpochShuffle(N, seed): example indices, endless, epoch e a permutation seeded by [seed, 0, e]
+    -> .batch(batch_size, batch_fn=gather): one vectorised take per key
+
+so step ``t`` holds positions ``[t * batch_size, (t + 1) * batch_size)`` of the stream
+``epoch 0 ++ epoch 1 ++ ...`` (a batch may straddle two epochs). ``train_batch_fn`` returns its
+``__getitem__``, the ``batch_at(step)`` that ``train.fit`` takes: a pure function of (arrays,
+batch_size, seed, step), so a resumed run sees exactly the batches an uninterrupted one sees, and
+the batches do not depend on the number of processes. Multi-host: every process computes the same
+global batch and ``train.fit`` copies each process's rows to its devices
+(``jax.make_array_from_callback``); there is no per-process sharding here. grain is imported inside
+the functions.
 """
 from __future__ import annotations
 
 import functools
-import math
 import sys
 
 import numpy as np
 
-MASK_KEY = "mask"
+# The middle word of each epoch's seed [seed, 0, epoch]: kept at 0 so that batch orders (and the
+# golden numbers that depend on them) are those of earlier versions, which sharded by process.
+_STREAM = 0
 
 
 def _check_int(arg: str, value, low: int) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
     raise ValueError(f"{arg}={value!r} is invalid; allowed: an int >= {low}")
   return int(value)
-
-
-def _check_process(process_index, process_count) -> tuple[int, int]:
-  process_count = _check_int("process_count", process_count, 1)
-  process_index = _check_int("process_index", process_index, 0)
-  if process_index >= process_count:
-    raise ValueError(f"process_index={process_index} is invalid; allowed: an int in "
-                     f"[0, process_count={process_count})")
-  return process_index, process_count
 
 
 def _check_arrays(arrays) -> dict[str, np.ndarray]:
@@ -44,112 +42,69 @@ def _check_arrays(arrays) -> dict[str, np.ndarray]:
   lengths = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
   if len(set(lengths.values())) != 1 or None in lengths.values() or 0 in lengths.values():
     raise ValueError(f"arrays have leading dims {lengths}; allowed: one shared leading dim >= 1")
-  if MASK_KEY in arrays:
-    raise ValueError(f"arrays has a key {MASK_KEY!r}; allowed: any other key (it is reserved for "
-                     f"the eval padding mask)")
   return arrays
 
 
-def shard_indices(num_examples: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
-  """Example indices owned by one process: ``process_index::process_count`` (int64)."""
-  num_examples = _check_int("num_examples", num_examples, 1)
-  process_index, process_count = _check_process(process_index, process_count)
-  return np.arange(num_examples)[process_index::process_count]
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  """The example indices in the order of one epoch (a permutation seeded by [seed, 0, epoch])."""
+  return np.random.default_rng([seed, _STREAM, epoch]).permutation(num_examples)
 
 
-def num_eval_batches(num_examples: int, batch_size: int, process_count: int = 1) -> int:
-  """Batches every process runs in ``eval_batches`` (set by the largest shard)."""
-  num_examples = _check_int("num_examples", num_examples, 1)
-  batch_size = _check_int("batch_size", batch_size, 1)
-  process_count = _check_int("process_count", process_count, 1)
-  return math.ceil(math.ceil(num_examples / process_count) / batch_size)
-
-
-def _gather(arrays: dict[str, np.ndarray]):
-  def gather(idx):
-    idx = np.asarray(idx)
-    mask = idx >= 0
-    batch = {k: v[np.maximum(idx, 0)] for k, v in arrays.items()}
-    if not mask.all():
-      for v in batch.values():
-        v[~mask] = np.zeros((), v.dtype)
-    return batch, mask
-  return gather
-
-
-def _read_options():
+@functools.lru_cache(maxsize=None)
+def _epoch_shuffle_cls():
+  """grain's ``MapDataset`` subclass (built on first use: grain is imported lazily)."""
   import grain  # pylint: disable=import-outside-toplevel
-  # Batches are gathered from memory by one vectorised take: no reader threads (GIL contention).
-  return grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+
+  class EpochShuffle(grain.MapDataset):
+    """The example indices 0..N-1 repeated endlessly, each epoch in its own seeded permutation.
+
+    Element ``i`` is ``epoch_order(N, seed, i // N)[i % N]``: random access, deterministic. Unlike
+    ``MapDataset.range(N).shuffle(seed).repeat()`` (grain's index shuffle), the permutations are
+    numpy's, which keeps the batch orders (and golden numbers) of earlier versions.
+    """
+
+    def __init__(self, num_examples: int, seed: int):
+      super().__init__()
+      self._n, self._seed = num_examples, seed
+      self._order = functools.lru_cache(maxsize=4)(
+          lambda epoch: epoch_order(self._n, self._seed, epoch))
+
+    def __len__(self) -> int:
+      return sys.maxsize
+
+    def __str__(self) -> str:
+      return f"EpochShuffle(num_examples={self._n}, seed={self._seed})"
+
+    def __getitem__(self, index):
+      if isinstance(index, slice):
+        return self.slice(index)
+      epoch, offset = divmod(index, self._n)
+      return self._order(epoch)[offset]
+
+  return EpochShuffle
 
 
-def _over_steps(num_steps: int, batch_at):
-  """grain dataset whose element ``step`` is ``batch_at(step)``, as a checkpointable IterDataset."""
-  import grain  # pylint: disable=import-outside-toplevel
-  return grain.MapDataset.range(num_steps).map(batch_at).to_iter_dataset(_read_options())
-
-
-def epoch_order(shard, seed: int, process_index: int, epoch: int) -> np.ndarray:
-  """The shard's examples in the order of one epoch (a permutation seeded by all three ints)."""
-  return np.random.default_rng([seed, process_index, epoch]).permutation(shard)
-
-
-def train_batch_fn(arrays: dict, batch_size: int, seed: int, process_index: int = 0,
-                   process_count: int = 1):
-  """Random access to the training stream: ``batch_at(step)`` -> dict batch of this process.
-
-  Step ``t`` takes positions ``[t * batch_size, (t + 1) * batch_size)`` of the endless stream
-  ``epoch_order(shard, seed, process_index, 0) ++ epoch_order(..., 1) ++ ...`` (like grain's
-  ``shuffle(seed).repeat().batch(batch_size)``, but one vectorised gather per batch instead of a
-  Python call per example). Being a function of the step, it makes resumed training see exactly
-  the batches an uninterrupted run sees (``train.fit`` takes it directly).
-  """
+def train_dataset(arrays: dict, batch_size: int, seed: int):
+  """grain ``MapDataset`` whose element ``step`` is the global batch of that step (a dict with
+  the keys of ``arrays``, each with leading dim ``batch_size``); endless, random access."""
   arrays = _check_arrays(arrays)
   batch_size = _check_int("batch_size", batch_size, 1)
   seed = _check_int("seed", seed, 0)
   n = len(next(iter(arrays.values())))
-  process_index, process_count = _check_process(process_index, process_count)
-  if n < process_count:
-    raise ValueError(f"process_count={process_count} is larger than the {n} examples; allowed: "
-                     f"process_count <= number of examples, so every shard is non-empty")
-  shard = shard_indices(n, process_index, process_count)
-  order = functools.lru_cache(maxsize=4)(
-      lambda epoch: epoch_order(shard, seed, process_index, epoch))
-  gather = _gather(arrays)
 
-  def batch_at(step):
-    epoch, offset = np.divmod(step * batch_size + np.arange(batch_size), len(shard))
-    idx = np.empty(batch_size, np.int64)
-    for e in np.unique(epoch):
-      idx[epoch == e] = order(int(e))[offset[epoch == e]]
-    return gather(idx)[0]
+  def gather(indices):
+    idx = np.asarray(indices, np.int64)
+    return {k: v[idx] for k, v in arrays.items()}
+
+  return _epoch_shuffle_cls()(n, seed).batch(batch_size, batch_fn=gather)
+
+
+def train_batch_fn(arrays: dict, batch_size: int, seed: int):
+  """``batch_at(step)`` -> the global batch of ``step`` (``train_dataset(...)[step]``), the
+  random-access input ``train.fit`` takes."""
+  dataset = train_dataset(arrays, batch_size, seed)
+
+  def batch_at(step: int) -> dict[str, np.ndarray]:
+    return dataset[_check_int("step", step, 0)]
 
   return batch_at
-
-
-def train_batches(arrays: dict, batch_size: int, seed: int, process_index: int = 0,
-                  process_count: int = 1):
-  """Infinite grain iterator over ``train_batch_fn``'s stream (``get_state`` / ``set_state``)."""
-  batch_at = train_batch_fn(arrays, batch_size, seed, process_index, process_count)
-  return iter(_over_steps(sys.maxsize, batch_at))
-
-
-def eval_batches(arrays: dict, batch_size: int, process_index: int = 0, process_count: int = 1):
-  """Finite, re-iterable batches of this process's shard in order, padded with a ``mask``.
-
-  Every process yields ``num_eval_batches(N, batch_size, process_count)`` batches of exactly
-  ``batch_size`` rows; padding rows are zeros with ``mask == False``.
-  """
-  arrays = _check_arrays(arrays)
-  batch_size = _check_int("batch_size", batch_size, 1)
-  n = len(next(iter(arrays.values())))
-  shard = shard_indices(n, process_index, process_count)
-  num_batches = num_eval_batches(n, batch_size, process_count)
-  padded = np.concatenate([shard, -np.ones(num_batches * batch_size - len(shard), shard.dtype)])
-  gather = _gather(arrays)
-
-  def batch_at(step):
-    batch, mask = gather(padded[step * batch_size:(step + 1) * batch_size])
-    return {**batch, MASK_KEY: mask}
-
-  return _over_steps(num_batches, batch_at)

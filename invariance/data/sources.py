@@ -1,18 +1,39 @@
-"""Base image sources: sklearn's bundled 8x8 digits (offline default) and any TFDS image dataset.
+"""Every study's data comes from a TFDS dataset read with ``tfds.data_source`` (array_record).
 
-Every source returns NHWC float32 images in [0, 1] and int32 labels as numpy arrays. TFDS is read
-through ``tfds.data_source`` (array_record, random access, no TensorFlow) and imported lazily, so
-nothing that only uses the digits needs tensorflow_datasets.
+One loader per concept:
+
+* ``load_classification(name, ...)`` - labelled images as ``ImageData`` (NHWC float32 in [0, 1],
+  int32 labels). ``"digits"`` (the offline default) is scikit-learn's bundled 8x8 digits, built on
+  first use into ``data_dir`` as the TFDS dataset ``sklearn_digits`` and split (stratified) by
+  seed; any other name is a TFDS image-classification dataset, ``NAME[/CONFIG][:VERSION]`` (mnist,
+  fashion_mnist, kmnist, emnist/balanced, cifar10, svhn_cropped, ...), read from ``data_dir`` with
+  its own train / test splits. ``as_objects`` then sets the objects' size and channels.
+* ``load_scenes`` / ``load_scene_pairs`` - the procedural dashcam scenes (``scenes``), built on
+  first use as the TFDS dataset ``dashcam_scenes`` whose config is the generator's parameters.
+
+``data_dir=None`` is TFDS's default directory (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+Nothing is downloaded: a public dataset that is not prepared in ``data_dir`` raises a one-line
+``FileNotFoundError`` that names it, the directory and how to prepare it, before anything is
+written. tensorflow_datasets is imported inside the functions (the bench and the GPU image have
+none), and through it ``tfds_builders``; under ``tfds.testing.mock_data`` public names read mock
+records (the not-prepared check runs only when reading fails).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import functools
+import os
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-SOURCES = ("digits", "tfds:<name>")
-TFDS_PREFIX = "tfds:"
+DIGITS = "digits"
+EXAMPLES = ("digits", "mnist", "fashion_mnist", "kmnist", "emnist/balanced", "cifar10",
+            "svhn_cropped")
+# Classes that some 90-degree rotation turns into another class (excluded by the rotation study).
+ROTATION_AMBIGUOUS = {"digits": (6, 9), "mnist": (6, 9), "emnist/digits": (6, 9),
+                      "emnist/mnist": (6, 9)}
+LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R BT.601, as PIL's "L"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -25,100 +46,137 @@ class ImageData:
   test_labels: np.ndarray
   num_classes: int
   name: str = ""
+  rotation_ambiguous: tuple[int, ...] = ()   # labels to drop for the rotation study
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.train_images.shape[1:])
 
 
-def _check_seed(seed) -> int:
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-    raise ValueError(f"seed={seed!r} is invalid; allowed: an int >= 0")
-  return int(seed)
+def _check_int(arg: str, value, low: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    raise ValueError(f"{arg}={value!r} is invalid; allowed: an int >= {low}")
+  return int(value)
 
 
-def load_digits(seed: int = 0, test_fraction: float = 0.25) -> ImageData:
-  """sklearn's 1797 bundled 8x8 digits as (N, 8, 8, 1) in [0, 1]; stratified split fixed by seed."""
-  seed = _check_seed(seed)
-  if not isinstance(test_fraction, (float, int)) or not 0.0 < test_fraction < 1.0:
+def _where(data_dir) -> str:
+  if data_dir is not None:
+    return os.fspath(data_dir)
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  return os.fspath(tfds.core.constants.DATA_DIR)
+
+
+# -- classification -------------------------------------------------------------------------------
+def load_classification(name: str = DIGITS, *, data_dir=None, seed: int = 0,
+                        test_fraction: float = 0.25, train_split: str = "train",
+                        test_split: str = "test", limit: Optional[int] = None,
+                        image_key: str = "image", label_key: str = "label") -> ImageData:
+  """A labelled image dataset by name (see module docstring), as NHWC float32 in [0, 1].
+
+  ``seed`` and ``test_fraction`` set the digits' stratified split (identical to splitting
+  sklearn's arrays with ``train_test_split(..., random_state=seed, stratify=labels)``); other
+  datasets keep their ``train_split`` / ``test_split``. ``limit`` keeps the first ``limit``
+  records of each split (quick runs, tests). Images of 2 dims get C = 1; uint8 is divided by 255.
+  """
+  seed = _check_int("seed", seed, 0)
+  if limit is not None:
+    limit = _check_int("limit", limit, 1)
+  if not isinstance(name, str) or not name.strip():
+    raise ValueError(f"name={name!r} is invalid; allowed: {DIGITS!r} or a TFDS image "
+                     f"classification dataset NAME[/CONFIG][:VERSION], e.g. "
+                     f"{', '.join(EXAMPLES[1:])}")
+  if name == DIGITS:
+    return _load_digits(seed, test_fraction, data_dir, limit)
+  for arg, value in (("train_split", train_split), ("test_split", test_split),
+                     ("image_key", image_key), ("label_key", label_key)):
+    if not isinstance(value, str) or not value:
+      raise ValueError(f"{arg}={value!r} is invalid; allowed: a non-empty string")
+  builder = _public_builder(name, data_dir)
+  features = builder.info.features
+  for arg, key in (("image_key", image_key), ("label_key", label_key)):
+    if key not in features:
+      raise ValueError(f"{arg}={key!r} is not a feature of {name!r}; allowed: "
+                       f"{', '.join(sorted(features))}")
+  splits = {}
+  for split in (train_split, test_split):
+    records = _read_split(builder, name, split, data_dir, limit, (image_key, label_key))
+    splits[split] = (to_unit_float(records[image_key], image_key),
+                     records[label_key].astype(np.int32))
+  (x_tr, y_tr), (x_te, y_te) = splits[train_split], splits[test_split]
+  num_classes = getattr(features[label_key], "num_classes", None)
+  num_classes = int(num_classes or max(y_tr.max(), y_te.max()) + 1)
+  return ImageData(x_tr, y_tr, x_te, y_te, num_classes=num_classes, name=name,
+                   rotation_ambiguous=ROTATION_AMBIGUOUS.get(name.split(":")[0], ()))
+
+
+def load_digits(seed: int = 0, test_fraction: float = 0.25, data_dir=None) -> ImageData:
+  """``load_classification("digits", ...)``; kept for callers not yet moved to it."""
+  return load_classification(DIGITS, data_dir=data_dir, seed=seed, test_fraction=test_fraction)
+
+
+def _load_digits(seed: int, test_fraction, data_dir, limit) -> ImageData:
+  if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (float, int))
+      or not 0.0 < test_fraction < 1.0):
     raise ValueError(f"test_fraction={test_fraction!r} is invalid; allowed: a float in (0, 1)")
-  from sklearn import datasets, model_selection  # pylint: disable=import-outside-toplevel
+  from sklearn import model_selection  # pylint: disable=import-outside-toplevel
+  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
 
-  digits = datasets.load_digits()
-  images_NHWC = (digits.images[..., None] / 16.0).astype(np.float32)
-  labels = digits.target.astype(np.int32)
+  records = tfds_builders.read(tfds_builders.prepare(
+      tfds_builders.builder(tfds_builders.SklearnDigits.name, data_dir)))
+  images_NHWC, labels = records["image"], records["label"].astype(np.int32)
   x_tr, x_te, y_tr, y_te = model_selection.train_test_split(
       images_NHWC, labels, test_size=test_fraction, random_state=seed, stratify=labels)
-  return ImageData(x_tr, y_tr, x_te, y_te, num_classes=10, name="digits")
+  if limit is not None:
+    x_tr, y_tr, x_te, y_te = x_tr[:limit], y_tr[:limit], x_te[:limit], y_te[:limit]
+  return ImageData(x_tr, y_tr, x_te, y_te, num_classes=10, name=DIGITS,
+                   rotation_ambiguous=ROTATION_AMBIGUOUS[DIGITS])
 
 
-GENERATED = ("placed_digits", "dashcam_scenes")   # built offline by invariance.data.tfds_builders
+def not_prepared_error(name: str, data_dir) -> FileNotFoundError:
+  """The one-line error for a public dataset that is neither in ``data_dir`` nor downloadable."""
+  where = _where(data_dir)
+  return FileNotFoundError(
+      f"TFDS dataset {name!r} is not prepared in data_dir={where!r} and cannot be downloaded "
+      f"here; prepare it on a machine with internet with `tfds build {name} "
+      f"--data_dir={where} --file_format=array_record` (or copy a prepared "
+      f"{name.split('/')[0].split(':')[0]}/ directory into {where})")
 
 
-def _tfds_not_prepared(name: str, data_dir) -> FileNotFoundError:
-  where = str(data_dir if data_dir is not None else "~/tensorflow_datasets")
-  base = name.split("/")[0]
-  if base in GENERATED:
-    how = (f"build it offline with invariance.data.tfds_builders.build({base!r}, data_dir, "
-           f"config)")
-  else:
-    how = (f"on a machine with internet run `tfds build {base} --data_dir=DIR "
-           f"--file_format=array_record`, then copy DIR here and pass it as data_dir")
-  return FileNotFoundError(f"TFDS dataset {name!r} is not prepared in data_dir={where!r} and "
-                           f"cannot be downloaded here; {how}")
-
-
-def read_tfds(name: str, split: str = "train", data_dir=None,
-              limit: Optional[int] = None) -> dict[str, np.ndarray]:
-  """Every feature of a prepared TFDS split, stacked into numpy arrays (dict keyed by feature).
-
-  ``name`` may carry a config (``"placed_digits/bottom_24"``). Raises FileNotFoundError (one line,
-  with how to prepare it) when the dataset is not prepared; never downloads.
-  """
-  if not isinstance(name, str) or not name or name.startswith(TFDS_PREFIX):
-    raise ValueError(f"name={name!r} is invalid; allowed: a TFDS dataset name such as 'mnist'")
-  if not isinstance(split, str) or not split:
-    raise ValueError(f"split={split!r} is invalid; allowed: a split name such as 'train'")
-  if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
-                            or limit < 1):
-    raise ValueError(f"limit={limit!r} is invalid; allowed: None or an int >= 1")
+def _public_builder(name: str, data_dir):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
-  if name.split("/")[0] in GENERATED:  # register the project's builders
-    from invariance.data import tfds_builders  # noqa: F401  pylint: disable=unused-import
+  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with tfds_builders.quiet():
+      return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(f"name={name!r} is not a TFDS dataset (neither registered nor found in "
-                     f"data_dir={data_dir!r}); allowed: a name from tfds.list_builders() or a "
-                     f"dataset built into data_dir") from None
-  except ValueError as e:  # e.g. an unknown config; TFDS's message spans many lines
+    raise ValueError(f"name={name!r} is not a TFDS dataset (neither registered nor prepared in "
+                     f"data_dir={_where(data_dir)!r}); allowed: {DIGITS!r} or a TFDS image "
+                     f"classification dataset, e.g. {', '.join(EXAMPLES[1:])}") from None
+  except ValueError as e:  # e.g. an unknown config or version; TFDS's message spans many lines
     raise ValueError(f"name={name!r} cannot be opened: {str(e).splitlines()[0]}") from None
-  if not builder.is_prepared():
-    raise _tfds_not_prepared(name, data_dir)
-  fmt = builder.info.file_format
-  if fmt is None or fmt.value not in ("array_record", "parquet"):
-    raise ValueError(f"TFDS dataset {name!r} in data_dir={data_dir!r} is stored as "
-                     f"{getattr(fmt, 'value', fmt)}, which has no random access; rebuild it with "
-                     f"`tfds build {name.split('/')[0]} --file_format=array_record`")
-  if split not in builder.info.splits:
-    raise ValueError(f"split={split!r} is not a split of {name!r}; allowed: "
-                     f"{', '.join(sorted(builder.info.splits))}")
-  source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-  n = len(source) if limit is None else min(int(limit), len(source))
-  records = source.__getitems__(range(n))
-  return _stack(records)
 
 
-def _stack(records) -> dict[str, np.ndarray]:
-  out = {}
-  for key in records[0]:
-    values = [r[key] for r in records]
-    try:
-      out[key] = np.stack([np.asarray(v) for v in values])
-    except ValueError:  # variable-size feature (e.g. images of different sizes)
-      out[key] = np.asarray(values, dtype=object)
-  return out
+def _read_split(builder, name: str, split: str, data_dir, limit, keys) -> dict[str, np.ndarray]:
+  """The records of one split (first ``limit``), only ``keys``, stacked into arrays."""
+  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  try:
+    source = builder.as_data_source(split)
+  except Exception as e:  # pylint: disable=broad-except  (diagnosed below, one line each)
+    if not tfds_builders.is_prepared(builder):
+      raise not_prepared_error(name, data_dir) from None
+    if split not in builder.info.splits:
+      raise ValueError(f"split={split!r} is not a split of {name!r}; allowed: "
+                       f"{', '.join(sorted(builder.info.splits))}") from None
+    fmt = getattr(builder.info.file_format, "value", builder.info.file_format)
+    raise ValueError(f"TFDS dataset {name!r} in data_dir={_where(data_dir)!r} ({fmt}) cannot be "
+                     f"read with random access: {str(e).splitlines()[0]}; rebuild it with `tfds "
+                     f"build {name} --file_format=array_record`") from None
+  n = len(source) if limit is None else min(limit, len(source))
+  try:
+    records = source.__getitems__(range(n))
+  except TypeError:  # tfds.testing.mock_data (4.9.10) leaves __getitems__ unbound: one by one
+    records = [source[i] for i in range(n)]
+  return tfds_builders.stack([{k: r[k] for k in keys} for r in records])
 
 
 def to_unit_float(images, key: str = "image") -> np.ndarray:
@@ -137,34 +195,86 @@ def to_unit_float(images, key: str = "image") -> np.ndarray:
   raise ValueError(f"feature {key!r} has dtype {images.dtype}; allowed: uint8, bool or float")
 
 
-def load_tfds(name: str, split: str = "train", data_dir=None, limit: Optional[int] = None,
-              image_key: str = "image", label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
-  """(images NHWC float32 in [0, 1], labels int32) of one split of a prepared TFDS dataset."""
-  features = read_tfds(name, split, data_dir, limit)
-  for arg, key in (("image_key", image_key), ("label_key", label_key)):
-    if key not in features:
-      raise ValueError(f"{arg}={key!r} is not a feature of {name!r}; allowed: "
-                       f"{', '.join(sorted(features))}")
-  return to_unit_float(features[image_key], image_key), features[label_key].astype(np.int32)
+# -- objects: size and channels -------------------------------------------------------------------
+def resize_objects(images_NHWC, object_size: int, channels: int) -> np.ndarray:
+  """Images as ``object_size x object_size`` objects with ``channels`` (1 = grey, 3 = colour).
+
+  Colour to grey is BT.601 luminance; grey to colour repeats the channel. Resizing is linear with
+  antialiasing (an area-weighted average when shrinking), so values stay in [0, 1]; images
+  already of that size and channel count come back unchanged (same values, float32).
+  """
+  images_NHWC = np.asarray(images_NHWC, np.float32)
+  if images_NHWC.ndim != 4:
+    raise ValueError(f"images_NHWC has shape {images_NHWC.shape}; allowed: 4 dims (N, H, W, C)")
+  object_size = _check_int("object_size", object_size, 1)
+  if channels not in (1, 3) or isinstance(channels, bool):
+    raise ValueError(f"channels={channels!r} is invalid; allowed: 1 (grey) or 3 (colour)")
+  c = images_NHWC.shape[-1]
+  if c not in (1, 3):
+    raise ValueError(f"images have {c} channels; allowed: 1 (grey) or 3 (colour) input images")
+  if c == 3 and channels == 1:
+    images_NHWC = (images_NHWC @ LUMINANCE)[..., None]
+  if images_NHWC.shape[1:3] != (object_size, object_size):
+    images_NHWC = _resize(images_NHWC, object_size)
+  if images_NHWC.shape[-1] == 1 and channels == 3:
+    images_NHWC = np.repeat(images_NHWC, 3, axis=-1)
+  return np.ascontiguousarray(images_NHWC, np.float32)
 
 
-def _num_classes(name: str, data_dir, label_key: str, fallback: int) -> int:
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+@functools.lru_cache(maxsize=None)
+def _resizer(size: int):
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.jit(lambda x: jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "linear",
+                                            antialias=True))
 
-  feature = tfds.builder(name, data_dir=data_dir).info.features[label_key]
-  return int(getattr(feature, "num_classes", None) or fallback)
+
+def _resize(images_NHWC: np.ndarray, size: int, chunk: int = 8192) -> np.ndarray:
+  n, _, _, c = images_NHWC.shape
+  out = [np.asarray(_resizer(size)(images_NHWC[i:i + chunk])) for i in range(0, n, chunk)]
+  return np.clip(np.concatenate(out) if out else np.zeros((0, size, size, c)), 0.0, 1.0)
 
 
-def load_source(name: str = "digits", *, seed: int = 0, test_fraction: float = 0.25,
-                data_dir=None, train_split: str = "train", test_split: str = "test",
-                limit: Optional[int] = None) -> ImageData:
-  """Dispatch: ``"digits"`` (offline default) or ``"tfds:<name>"`` (e.g. ``"tfds:mnist"``)."""
-  if name == "digits":
-    return load_digits(seed=seed, test_fraction=test_fraction)
-  if isinstance(name, str) and name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX):
-    tfds_name = name[len(TFDS_PREFIX):]
-    x_tr, y_tr = load_tfds(tfds_name, train_split, data_dir, limit)
-    x_te, y_te = load_tfds(tfds_name, test_split, data_dir, limit)
-    num_classes = _num_classes(tfds_name, data_dir, "label", max(y_tr.max(), y_te.max()) + 1)
-    return ImageData(x_tr, y_tr, x_te, y_te, num_classes=num_classes, name=name)
-  raise ValueError(f"name={name!r} is an unknown source; allowed: {', '.join(SOURCES)}")
+def as_objects(data: ImageData, object_size: int, channels: int) -> ImageData:
+  """``data`` with both splits through ``resize_objects`` (labels, classes and name kept)."""
+  return dataclasses.replace(
+      data, train_images=resize_objects(data.train_images, object_size, channels),
+      test_images=resize_objects(data.test_images, object_size, channels))
+
+
+# -- dashcam scenes -------------------------------------------------------------------------------
+def load_scenes(num_scenes: int, seed: Union[int, Sequence[int]], *, size: int = 32,
+                data_dir=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """``num_scenes`` dashcam scenes: (images (N, size, size, 3) float32, attrs int32 (N,) each).
+
+  Exactly ``scenes.make_scenes(num_scenes, np.random.default_rng(seed), size)[:2]``, read from the
+  ``dashcam_scenes`` TFDS dataset of that config (built into ``data_dir`` on first use).
+  ``seed`` may be a sequence of ints, e.g. ``(seed, stream)``.
+  """
+  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  config = tfds_builders.ScenesConfig(num_scenes, seed, size)
+  records = _read_local_scenes(config, data_dir)
+  return records.pop("image"), {k: v.astype(np.int32) for k, v in records.items()}
+
+
+def load_scene_pairs(num_pairs: int, attribute: str, seed: Union[int, Sequence[int]], *,
+                     size: int = 32, data_dir=None
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray],
+                                dict[str, np.ndarray]]:
+  """Scene pairs that differ in ``attribute`` only: (images_a, images_b, attrs_a, attrs_b).
+
+  Exactly ``scenes.scene_pairs(num_pairs, attribute, np.random.default_rng(seed), size)[:4]``,
+  read from the ``dashcam_scenes`` TFDS dataset of that config (built on first use).
+  """
+  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  config = tfds_builders.ScenesConfig(num_pairs, seed, size, attribute=attribute)
+  records = _read_local_scenes(config, data_dir)
+  a, b = records.pop("image_a"), records.pop("image_b")
+  other = records.pop(f"{attribute}_b").astype(np.int32)
+  attrs_a = {k: v.astype(np.int32) for k, v in records.items()}
+  return a, b, attrs_a, {**attrs_a, attribute: other}
+
+
+def _read_local_scenes(config, data_dir) -> dict[str, np.ndarray]:
+  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  builder = tfds_builders.builder(tfds_builders.DashcamScenes.name, data_dir, config)
+  return tfds_builders.read(tfds_builders.prepare(builder))
