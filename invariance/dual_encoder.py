@@ -12,9 +12,18 @@
   in ``invariance.contrastive``).
 
 Methods (use with ``model.apply(params, x, method=...)``): ``embed_image``, ``embed_text``,
-``image_features`` (dict with ``conv``, ``penultimate`` and ``embedding``) and ``__call__``
-(both embeddings). ``make_loss_fn(model)`` gives the ``train.fit`` loss over batches with
-``images`` (N, H, W, 3) and ``tokens`` (N, L).
+``image_features`` (dict with ``conv1_grid``, ``pooled``, ``penultimate`` and ``embedding``) and
+``__call__`` (both embeddings). ``make_loss_fn(model)`` gives the ``train.fit`` loss over batches
+with ``images`` (N, H, W, 3) and ``tokens`` (N, L); ``make_project_fn(model)`` the ``train.fit``
+projection that clamps CLIP's ``log_scale`` parameter at ln 100 after every update. ``Jitted``
+holds one model's compiled entry points (init, image features, text embedding, loss).
+
+``LightClassifier``: the same image tower (same submodule name, so a dual encoder's tower slots in
+with ``with_tower``) plus a linear head on its penultimate layer; ``make_classifier_loss_fn``;
+``JittedClassifier`` (its compiled entry points).
+
+``param_count`` / ``training_bytes``: the size of a dual encoder without building it (to refuse a
+size that cannot fit before any work).
 """
 from __future__ import annotations
 
@@ -24,8 +33,11 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from invariance import contrastive
+from invariance import metrics
+from invariance import train
 
 LOSSES = ("clip", "siglip")
 
@@ -150,6 +162,119 @@ def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None) -> Callabl
   return loss_fn
 
 
+def clip_project(params):
+  """``params`` with CLIP's ``log_scale`` clamped at ln 100 (``contrastive.clip_log_scale_clamp``),
+  applied by ``train.fit`` after every update (as open_clip's training loop does)."""
+  inner = dict(params["params"])
+  inner["log_scale"] = contrastive.clip_log_scale_clamp(inner["log_scale"])
+  return {**params, "params": inner}
+
+
+def make_project_fn(model: DualEncoder) -> Optional[Callable]:
+  """The ``project`` argument of ``train.fit`` for ``model``: ``clip_project`` for CLIP (one
+  function object, so ``train.fit`` compiles one step per loss and optimizer), None for SigLIP."""
+  return clip_project if model.loss == "clip" else None
+
+
 def example_inputs(image_size: int = 32, max_len: int = 8):
   """Dummy ``(images, tokens)`` of batch 1 for ``model.init``."""
   return (jnp.zeros((1, image_size, image_size, 3), jnp.float32), jnp.ones((1, max_len), jnp.int32))
+
+
+class Jitted:
+  """One dual encoder's compiled entry points; build one per model and reuse it (each of its
+  functions, and ``train.fit``'s step for its ``loss_fn``, compiles once)."""
+
+  def __init__(self, model: DualEncoder, image_size: int = 32, max_len: int = 8):
+    self.model, self.example = model, example_inputs(image_size, max_len)
+    self._init = jax.jit(model.init)
+    self.image_features = jax.jit(lambda p, x: model.apply(p, x, method="image_features"))
+    self.embed_image = lambda p, x: self.image_features(p, x)["embedding"]
+    self.embed_text = jax.jit(lambda p, t: model.apply(p, t, method="embed_text"))
+    self.loss_fn = make_loss_fn(model)
+    self.project = make_project_fn(model)
+
+  def init(self, key):
+    return self._init(key, *self.example)
+
+  def zeros(self):
+    """numpy zeros shaped like the params (e.g. ``train.load_params``'s ``like``), no compile."""
+    shapes = jax.eval_shape(self.model.init, jax.random.key(0), *self.example)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+# -- a classifier on the image tower -------------------------------------------------------------
+class LightClassifier(nn.Module):
+  """The dual encoder's image tower (submodule ``image_tower``, so pretrained weights slot in) plus
+  a linear head on its penultimate layer; returns ``penultimate`` and ``logits``."""
+
+  widths: Sequence[int] = (16, 32, 32)
+  strides: Sequence[int] = (2, 2, 1)
+  hidden: int = 128
+  classes: int = 2
+
+  @nn.compact
+  def __call__(self, images_NHWC) -> dict:
+    feats = ImageTower(self.widths, self.strides, self.hidden, name="image_tower")(images_NHWC)
+    return {"penultimate": feats["penultimate"],
+            "logits": nn.Dense(self.classes, name="head")(feats["penultimate"])}
+
+
+def classifier_for(model: DualEncoder, classes: int) -> LightClassifier:
+  """A classifier whose tower has ``model``'s image-tower architecture."""
+  return LightClassifier(tuple(model.widths), tuple(model.strides), model.hidden, classes)
+
+
+def with_tower(classifier_params, tower):
+  """A copy of ``classifier_params`` whose image tower is ``tower`` (e.g. a dual encoder's
+  ``params["params"]["image_tower"]``); the head is kept."""
+  return {**classifier_params, "params": {**classifier_params["params"], "image_tower": tower}}
+
+
+class JittedClassifier:
+  """A ``LightClassifier`` on ``model``'s image-tower architecture: its jitted init and apply and
+  its ``train.fit`` loss (build one per model and reuse it)."""
+
+  def __init__(self, model: DualEncoder, classes: int, image_size: int = 32):
+    self.module = classifier_for(model, classes)
+    self.example = example_inputs(image_size)[0]
+    self._init = jax.jit(self.module.init)
+    self.apply = jax.jit(self.module.apply)
+    self.loss_fn = make_classifier_loss_fn(self.module)
+
+  def init(self, key, tower=None):
+    """numpy params: all random, or ``tower`` (a dual encoder's ``params["params"]
+    ["image_tower"]``) under a random head."""
+    params = jax.device_get(self._init(key, self.example))
+    return params if tower is None else with_tower(params, tower)
+
+
+def make_classifier_loss_fn(classifier: LightClassifier) -> Callable:
+  """``loss_fn(params, batch, rng) -> (cross-entropy, {"acc"})`` over ``images`` and ``labels``."""
+
+  def loss_fn(params, batch, rng):
+    del rng
+    logits_NK = classifier.apply(params, batch["images"])["logits"]
+    return train.cross_entropy(logits_NK, batch["labels"]), {
+        "acc": metrics.accuracy(logits_NK, batch["labels"])}
+
+  return loss_fn
+
+
+# -- sizes ----------------------------------------------------------------------------------------
+def param_count(vocab_size: int, embed_dim: int, loss: str = "clip",
+                widths: Sequence[int] = (16, 32, 32), hidden: int = 128,
+                text_width: int = 64) -> int:
+  """The number of parameters of ``DualEncoder(vocab_size, embed_dim, loss, widths, ...)``
+  (the 3x3 convolutions' count does not depend on their strides), computed without building it:
+  exact for any size, also one that could never be allocated."""
+  convs = sum(9 * c_in * c_out + c_out for c_in, c_out in zip((3,) + tuple(widths[:-1]), widths))
+  image = convs + widths[-1] * hidden + hidden + hidden * embed_dim + embed_dim
+  text = vocab_size * text_width + text_width * hidden + hidden + hidden * embed_dim + embed_dim
+  return image + text + (1 if loss == "clip" else 2)
+
+
+def training_bytes(vocab_size: int, embed_dim: int, batch_size: int, loss: str = "clip") -> float:
+  """A lower estimate of the memory one training step of the dual encoder needs: float32
+  params, gradients and Adam's two moments, plus both towers' embeddings of a batch."""
+  return 4.0 * (4 * param_count(vocab_size, embed_dim, loss) + 2 * batch_size * embed_dim)

@@ -1,15 +1,11 @@
-"""The contrastive study's CLI: the smoke flagfile end to end, and bad flags fail before any work."""
+"""The contrastive study's CLI: the smoke flagfile end to end, and bad flags (sizes that cannot
+fit too) fail before any work."""
 import json
 import os
 import pathlib
-import subprocess
-import sys
-
-import pytest
 
 from tests import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/contrastive_smoke.flags"
 ATTRS = {"car_color", "light", "pedestrian", "clouds"}
 PER_ATTRIBUTE = ("probe_acc", "probe_acc_conv", "probe_acc_pooled", "probe_acc_penultimate",
@@ -42,18 +38,22 @@ def test_smoke_flagfile_end_to_end(smoke_runs):
   assert len(results["summary"]) == 4 and "probe_acc/light_mean" in results["summary"][0]
   assert "| loss | p | dim |" in (workdir / "results.md").read_text()
   assert (workdir / "probe_vs_p.png").stat().st_size > 0
+  assert (workdir / "loss_curves.png").stat().st_size > 0
   assert sorted(os.listdir(workdir / "checkpoints")) == [
       "clip_p0_d4", "clip_p1_d4", "siglip_p0_d4", "siglip_p1_d4"]
   assert os.listdir(workdir / "checkpoints" / "clip_p0_d4") == ["0"]
 
 
-BAD = {
-    "losses": ["--losses=clip,triplet"],
-    "mention_probs": ["--mention_probs=0,1.5"],
-    "embed_dims": ["--embed_dims=0"],
-    "attribute": ["--attribute=weather"],
-    "flagfile": ["--flagfile=experiments/configs/no_such.flags"],
-}
+BAD = [  # (flag named in the error, arguments, text the error states)
+    ("losses", ["--losses=clip,triplet"], "triplet"),
+    ("mention_probs", ["--mention_probs=0,1.5"], "<= 1"),
+    ("embed_dims", ["--embed_dims=0"], ">= 1"),
+    ("attribute", ["--attribute=weather"], "weather"),
+    ("flagfile", ["--flagfile=experiments/configs/no_such.flags"], "no_such"),
+    # Sizes that cannot fit: refused up front with the estimate, not a traceback minutes later.
+    ("embed_dims", ["--embed_dims=999999999999999999999999999999"], "GiB"),
+    ("embed_dims", ["--embed_dims=100000000"], "GiB"),
+]
 
 
 def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(tmp_path):
@@ -62,13 +62,13 @@ def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(tmp_path):
   (workdir / "results.json").write_text('{"study": "contrastive", "rows": ["earlier"]}')
   before = sorted(os.listdir(workdir))
   # All bad invocations at once (each is mostly interpreter and jax start-up).
-  procs = {flag: _cli(f"--flagfile={SMOKE}", f"--workdir={workdir}", *args)
-           for flag, args in BAD.items()}
-  for flag, proc in procs.items():
+  procs = [(flag, text, _cli(f"--flagfile={SMOKE}", f"--workdir={workdir}", *args))
+           for flag, args, text in BAD]
+  for flag, text, proc in procs:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0, flag
     lines = err.strip().splitlines()
     assert len(lines) == 1, (flag, err)
-    assert flag in lines[0] and lines[0].startswith("error:"), (flag, lines[0])
+    assert lines[0].startswith("error:") and flag in lines[0] and text in lines[0], (flag, lines[0])
   assert sorted(os.listdir(workdir)) == before
   assert json.loads((workdir / "results.json").read_text())["rows"] == ["earlier"]

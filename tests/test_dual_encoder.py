@@ -1,4 +1,5 @@
-"""Dual encoder: shapes, unit-norm embeddings, pinned parameter count, padding, and it learns."""
+"""Dual encoder: shapes, unit-norm embeddings, pinned parameter count (and its formula), padding,
+the CLIP scale clamp, the light classifier's pretrained tower, and it learns."""
 import functools
 
 import chex
@@ -41,13 +42,26 @@ def test_parameter_count_is_pinned(loss, dim, count):
   shapes = jax.eval_shape(de.DualEncoder(VOCAB, dim, loss).init, jax.random.key(0),
                           *de.example_inputs(32, MAX_LEN))
   assert sum(x.size for x in jax.tree.leaves(shapes)) == count
+  assert de.param_count(VOCAB, dim, loss) == count       # the formula used to refuse huge sizes
+
+
+def test_param_count_formula_follows_the_architecture_and_sizes_the_memory():
+  model = de.DualEncoder(VOCAB, 3, "clip", widths=(4, 6), strides=(1, 2), hidden=5, text_width=7)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), *de.example_inputs(32, MAX_LEN))
+  count = de.param_count(VOCAB, 3, "clip", widths=(4, 6), hidden=5, text_width=7)
+  assert sum(x.size for x in jax.tree.leaves(shapes)) == count
+  assert de.param_count(VOCAB, 4, "clip", widths=(4, 6), hidden=5, text_width=7) != count
+  # float32 params, gradients and two Adam moments, plus two batches of embeddings.
+  assert de.training_bytes(VOCAB, 8, 0) == 16 * de.param_count(VOCAB, 8)
+  assert de.training_bytes(VOCAB, 10**30, 128) > 1e30       # exact for sizes that cannot exist
 
 
 def test_shapes_normalisation_and_loss_scalars():
   model = de.DualEncoder(VOCAB, 8, "siglip")
   params = _init(model)
   images, tokens, _ = _data(16)
-  apply = jax.jit(lambda p, x, t: (model.apply(p, x, method="image_features"), model.apply(p, x, t)))
+  apply = jax.jit(lambda p, x, t: (model.apply(p, x, method="image_features"),
+                                   model.apply(p, x, t)))
   feats, (img, txt, (t_prime, bias)) = apply(params, images, tokens)
   chex.assert_shape([feats["conv1_grid"], feats["pooled"], feats["penultimate"],
                      feats["embedding"]], [(16, 16 * 16), (16, 32), (16, 128), (16, 8)])
@@ -90,3 +104,44 @@ def test_loss_decreases_in_a_few_steps():
                          mesh=one_device)
   assert np.isfinite(history["loss"]).all()
   assert history["loss"][-1] < 0.8 * history["loss"][0], history["loss"]
+
+
+def test_clip_scale_is_clamped_on_the_parameter_and_its_gradient_lives_past_it():
+  model = de.DualEncoder(VOCAB, 8, "clip")
+  assert de.make_project_fn(de.DualEncoder(VOCAB, 8, "siglip")) is None
+  project = de.make_project_fn(model)
+  params = _init(model)
+  for log_scale, expected in ((6.0, np.log(100.0)), (1.0, 1.0)):
+    params["params"]["log_scale"] = jnp.asarray(log_scale, jnp.float32)
+    projected = project(params)
+    np.testing.assert_allclose(projected["params"]["log_scale"], expected, rtol=1e-6)
+    chex.assert_trees_all_equal(projected["params"]["image_tower"],
+                                params["params"]["image_tower"])
+  # Past ln 100 the loss still moves the scale (clamped inside the loss, its gradient was 0 there).
+  params["params"]["log_scale"] = jnp.asarray(6.0, jnp.float32)
+  images, tokens, _ = _data(8)
+  grads = jax.jit(jax.grad(lambda p: de.make_loss_fn(model)(
+      p, {"images": images, "tokens": tokens}, None)[0]))(params)
+  assert float(grads["params"]["log_scale"]) != 0.0
+
+
+def test_light_classifier_takes_the_dual_encoders_tower():
+  model = de.DualEncoder(VOCAB, 8, "clip")
+  dual = _init(model)
+  classifier = de.classifier_for(model, classes=2)
+  fresh = jax.jit(classifier.init)(jax.random.key(5), de.example_inputs(32, MAX_LEN)[0])
+  tuned = de.with_tower(fresh, dual["params"]["image_tower"])
+  images, _, attrs = _data(8)
+  loss_fn = de.make_classifier_loss_fn(classifier)
+
+  @jax.jit
+  def measure(fresh, tuned, dual):
+    pen = lambda p: classifier.apply(p, images)["penultimate"]
+    return (pen(fresh), pen(tuned), model.apply(dual, images, method="image_features"),
+            loss_fn(tuned, {"images": images, "labels": attrs["light"]}, None))
+
+  from_fresh, from_tuned, feats, (loss, aux) = measure(fresh, tuned, dual)
+  chex.assert_trees_all_close(from_tuned, feats["penultimate"], atol=1e-6)
+  assert not np.allclose(from_fresh, feats["penultimate"])       # control: its own random tower
+  chex.assert_trees_all_equal(tuned["params"]["head"], fresh["params"]["head"])
+  assert np.isfinite(loss) and 0.0 <= float(aux["acc"]) <= 1.0

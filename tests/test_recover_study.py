@@ -3,14 +3,11 @@ workdir's checkpoint, and bad flags failing in one line before any work."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from tests import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "experiments/configs/recover_smoke.flags"
 METHODS = {"probe", "probe_penultimate", "finetune", "recaption", "scratch"}
 
@@ -52,6 +49,7 @@ def test_smoke_flagfile_end_to_end(smoke):
   md = open(os.path.join(smoke, "results.md")).read()
   assert "| method | n = 8 | n = 32 | n for 90% |" in md and "## Reading" in md
   assert os.path.getsize(os.path.join(smoke, "labels_to_recover.png")) > 0
+  assert os.path.getsize(os.path.join(smoke, "loss_curves.png")) > 0
   # The p = 0 model sits where a contrastive-study workdir keeps it; every tuned run has its own.
   assert {"clip_p0_d4", "recaption_f0.5", "finetune_n8", "scratch_n32"} <= set(
       os.listdir(os.path.join(smoke, "checkpoints")))
@@ -79,26 +77,46 @@ def test_starts_from_a_contrastive_study_workdir(smoke, tmp_path):
   assert sorted(key(r) for r in loaded["rows"]) == sorted(expected)
 
 
-BAD = {
-    "methods": ["--methods=probe,distill"],
-    "recaption_fractions": ["--recaption_fractions=0.1,2"],
-    "pretrained_workdir": ["--pretrained_workdir=/no/such/contrastive/workdir"],
-    "flagfile": ["--flagfile=experiments/configs/no_such.flags"],
-}
+BAD = [  # (flag named in the error, arguments)
+    ("methods", ["--methods=probe,distill"]),
+    ("recaption_fractions", ["--recaption_fractions=0.1,2"]),
+    ("pretrained_workdir", ["--pretrained_workdir=/no/such/contrastive/workdir"]),
+    ("flagfile", ["--flagfile=experiments/configs/no_such.flags"]),
+    ("embed_dim", ["--embed_dim=999999999999999999999999999999"]),    # states the estimate
+]
 
 
-def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(smoke):
+def _damaged_contrastive_workdir(path):
+  """A contrastive-study workdir whose p = 0 checkpoint is there but unreadable."""
+  step_dir = path / "checkpoints" / "clip_p0_d4" / "0" / "12"
+  step_dir.mkdir(parents=True)
+  (step_dir / "junk").write_text("not a checkpoint")
+  (path / "flags.json").write_text(json.dumps(
+      {"losses": ["clip"], "mention_probs": [0.0, 1.0], "embed_dims": [4], "steps": 12}))
+  return path
+
+
+def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(smoke, tmp_path):
   before = {name: open(os.path.join(smoke, name), "rb").read()
             for name in ("results.json", "results.md", "flags.json")}
   listing = sorted(os.listdir(smoke))
-  # All bad invocations at once (each is mostly interpreter and jax start-up).
-  procs = {flag: _cli(f"--workdir={smoke}", *args) for flag, args in BAD.items()}
-  for flag, proc in procs.items():
+  # All bad invocations at once (each is mostly interpreter and jax start-up); the last one reads
+  # an unreadable pretrained checkpoint, which must happen before its new workdir is created.
+  procs = [(flag, _cli(f"--workdir={smoke}", *args)) for flag, args in BAD]
+  damaged, fresh = _damaged_contrastive_workdir(tmp_path / "contrastive"), tmp_path / "fresh"
+  unreadable = _cli(f"--workdir={fresh}", f"--pretrained_workdir={damaged}", "--methods=probe")
+  for flag, proc in procs:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0, flag
     lines = err.strip().splitlines()
     assert len(lines) == 1, (flag, err)
     assert lines[0].startswith("error:") and flag in lines[0], (flag, lines[0])
+    assert flag != "embed_dim" or "GiB" in lines[0], lines[0]
   assert sorted(os.listdir(smoke)) == listing
   for name, data in before.items():
     assert open(os.path.join(smoke, name), "rb").read() == data, name
+  _, err = unreadable.communicate(timeout=120)
+  assert unreadable.returncode == 2, err[-2000:]
+  last = err.strip().splitlines()[-1]       # after jax's and orbax's start-up lines
+  assert last.startswith(f"error: --pretrained_workdir={damaged}") and "unreadable" in last, last
+  assert not fresh.exists()

@@ -1,0 +1,152 @@
+"""The dashcam caption studies' shared setup: sizes, attributes, prompts and random streams.
+
+The contrastive study trains dual encoders on captioned scenes; the recovery study starts from
+that study's p = 0 model (trained with the same streams, or loaded from its workdir). Both draw
+every split from its own numpy stream ``np.random.default_rng([seed, k])``:
+
+  =====================  ===  =====================================================================
+  ``TRAIN``               0   training scenes (both studies)
+  ``PROBE_TRAIN``         1   contrastive: probe training split
+  ``PROBE_TEST``          2   contrastive: probe test split
+  ``PAIRS``               3   contrastive: counterfactual scene pairs, sub-stream i per attribute
+  ``CAPTIONS``            4   the training captions (one stream for every p: nested curation)
+  ``RECAPTIONS``          5   recovery: re-captioned training scenes (one stream for every f)
+  ``LABELLED``           10   recovery: the labelled pool (its first n scenes: nested label sets)
+  ``HELD_OUT``           11   recovery: the held-out test scenes
+  =====================  ===  =====================================================================
+
+Captions for every p are drawn from one stream: each scene's template and mention coin are the
+same for every p, so the scenes that mention the attribute at a smaller p also mention it at every
+larger p. JAX keys of a seed: ``init_key`` (dual encoder init), ``contrastive_key`` (its training
+steps), ``head_key`` (a classifier's init), ``tune_key`` (the classifier's training steps); the
+batch order of a run is ``pipeline.train_batch_fn(..., seed=seed)`` (``fit_dual_encoder``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+import optax
+
+from invariance import dual_encoder as de
+from invariance import train
+from invariance.data import captions as captions_lib
+from invariance.data import pipeline
+from invariance.data import scenes
+
+IMAGE_SIZE = 32
+ATTRIBUTES = tuple(scenes.ATTRIBUTES)                 # car_color, light, pedestrian, clouds
+LIGHT = "light"                                       # what p = 0 captions never mention
+PROMPTS = ("a photo of a {color} car", "ITAP a {color} car")   # "photo" maps to <unk>
+EVAL_BATCH = 500
+
+TRAIN, PROBE_TRAIN, PROBE_TEST, PAIRS, CAPTIONS, RECAPTIONS = 0, 1, 2, 3, 4, 5
+LABELLED, HELD_OUT = 10, 11
+
+
+def rng(seed: int, stream: int, *sub: int) -> np.random.Generator:
+  """The numpy stream ``[seed, stream, *sub]`` (see module docstring)."""
+  return np.random.default_rng([seed, stream, *sub])
+
+
+def make_scenes(seed: int, stream: int, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """``n`` scenes of a stream: (images (n, IMAGE_SIZE, IMAGE_SIZE, 3), attrs)."""
+  images, attrs, _ = scenes.make_scenes(n, rng(seed, stream), IMAGE_SIZE)
+  return images, attrs
+
+
+def make_pairs(seed: int, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """``{attribute: (images_a, images_b)}``: ``n`` scene pairs per attribute that differ in that
+  attribute only (same nuisance)."""
+  out = {}
+  for i, attr in enumerate(ATTRIBUTES):
+    a, b, *_ = scenes.scene_pairs(n, attr, rng(seed, PAIRS, i), IMAGE_SIZE)
+    out[attr] = (a, b)
+  return out
+
+
+def make_captions(attrs: dict[str, np.ndarray], seed: int, p: float, attribute: str,
+                  stream: int = CAPTIONS) -> list[str]:
+  """The ``mention`` captions of the training scenes: the car, plus ``attribute`` with
+  probability ``p``."""
+  return captions_lib.make_captions(attrs, "mention", rng(seed, stream), p=p, attribute=attribute)
+
+
+def count_mentions(captions: Sequence[str], attribute: str) -> int:
+  return int(sum(captions_lib.mentions(c, attribute) for c in captions))
+
+
+def prompts(template: str) -> list[str]:
+  """One zero-shot prompt per car colour (in ``scenes.CAR_COLORS`` order, the label order)."""
+  return [template.format(color=c) for c in scenes.CAR_COLORS]
+
+
+def run_key(loss: str, p: float, dim: int) -> str:
+  """The name of a contrastive run (its checkpoint and metrics directory), e.g. ``clip_p0_d8``;
+  the recovery study's p = 0 starting point is ``run_key(loss, 0.0, dim)``."""
+  return f"{loss}_p{p:g}_d{dim}"
+
+
+def init_key(seed: int) -> jax.Array:
+  return jax.random.key(seed)
+
+
+def contrastive_key(seed: int) -> jax.Array:
+  return jax.random.key(seed + 10_000)
+
+
+def head_key(seed: int) -> jax.Array:
+  return jax.random.key(seed + 20_000)
+
+
+def tune_key(seed: int) -> jax.Array:
+  return jax.random.key(seed)
+
+
+class SeedData:
+  """The scenes of one seed, each (stream, n) drawn once, when first asked for."""
+
+  def __init__(self, seed: int):
+    self.seed = seed
+    self._scenes: dict = {}
+    self._pairs: dict = {}
+
+  def scenes(self, stream: int, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    if (stream, n) not in self._scenes:
+      self._scenes[(stream, n)] = make_scenes(self.seed, stream, n)
+    return self._scenes[(stream, n)]
+
+  def pairs(self, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if n not in self._pairs:
+      self._pairs[n] = make_pairs(self.seed, n)
+    return self._pairs[n]
+
+  def captions(self, n_train: int, p: float, attribute: str, stream: int = CAPTIONS) -> list[str]:
+    """Captions of the ``n_train`` training scenes (stream ``TRAIN``) from ``stream``."""
+    return make_captions(self.scenes(TRAIN, n_train)[1], self.seed, p, attribute, stream)
+
+
+def fit_dual_encoder(model: de.Jitted, params, images_NHWC, captions: Sequence[str],
+                     tokenizer: captions_lib.Tokenizer, batch_size: int, seed: int,
+                     optimizer: optax.GradientTransformation, config: train.TrainConfig,
+                     schedule=None):
+  """Contrastive training of a dual encoder on captioned scenes, in the seed's batch order and with
+  its step key (``contrastive_key``): the contrastive study's runs and the recovery study's
+  pretraining and re-captioning. Returns ``train.fit``'s (params, history)."""
+  arrays = {"images": images_NHWC, "tokens": tokenizer.encode(captions)}
+  batch_at = pipeline.train_batch_fn(arrays, batch_size, seed=seed)
+  return train.fit(model.loss_fn, params, batch_at, optimizer, config, contrastive_key(seed),
+                   schedule=schedule, project=model.project)
+
+
+def fit_classifier(loss_fn, params, images_NHWC, labels_N, batch_size: int, seed: int,
+                   optimizer: optax.GradientTransformation, config: train.TrainConfig,
+                   schedule=None):
+  """Supervised training of a classifier (e.g. ``dual_encoder.make_classifier_loss_fn``) on
+  labelled scenes, in the seed's batch order and with its step key (``tune_key``): the recovery
+  study's ``finetune`` and ``scratch``. Returns ``train.fit``'s (params, history)."""
+  batch_at = pipeline.train_batch_fn({"images": images_NHWC, "labels": labels_N}, batch_size,
+                                     seed=seed)
+  return train.fit(loss_fn, params, batch_at, optimizer, config, tune_key(seed),
+                   schedule=schedule)

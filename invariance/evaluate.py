@@ -1,0 +1,109 @@
+"""Evaluators shared by the studies (importable from a notebook; no absl).
+
+* ``batched_apply(fn, images, batch)`` - any function over fixed-size, zero-padded batches.
+* ``probe_layers(features_fn, train, test, layers)`` - linear probes (``invariance.probes``), one
+  per attribute, on each named layer of a feature function: what each layer keeps. Run it on the
+  trained and on the initial parameters of the same network: "removed" needs "was there before".
+* ``pair_invariance(embed_fn, pairs)`` - mean cosine between the embeddings of counterfactual
+  pairs (scenes that differ in one attribute only), per attribute, with its control: the same
+  embeddings against unrelated partners.
+* ``zero_shot(image_emb, class_embs, labels)`` - accuracy of the most similar class embedding.
+* ``PoolProbes(pool, test)`` - label efficiency: probes fit on the first n scenes of one labelled
+  pool (nested label sets), for the features of many models, each computed once.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import jax
+import numpy as np
+
+from invariance import metrics
+from invariance import probes
+
+
+def batched_apply(fn, images, batch: int):
+  """``fn`` over fixed-size batches of ``images`` (the last zero-padded, so ``fn`` compiles once);
+  the outputs (an array or a dict of arrays) are concatenated and cut back to ``len(images)``."""
+  n = len(images)
+  padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
+  outs = [jax.device_get(fn(padded[i:i + batch])) for i in range(0, len(padded), batch)]
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
+
+
+def probe_layers(features_fn: Callable, train: tuple, test: tuple, layers: Mapping[str, str],
+                 batch: int = 500) -> dict[str, dict[str, float]]:
+  """``{name: {attribute: held-out probe accuracy}}`` for each ``name: layer`` of ``layers``;
+  ``train`` and ``test`` are ``(images (N, ...), {attribute: labels (N,)})``.
+
+  ``features_fn(images) -> {layer: (N, ...) features}`` is applied once per split; a probe is fit
+  on the training split's features of ``layer`` and scored on the test split's.
+  """
+  (x_tr, attrs_tr), (x_te, attrs_te) = train, test
+  f_tr, f_te = batched_apply(features_fn, x_tr, batch), batched_apply(features_fn, x_te, batch)
+  missing = sorted(set(layers.values()) - set(f_tr))
+  if missing:
+    raise ValueError(f"layers {missing} are not among the features {sorted(f_tr)}; allowed: "
+                     "names of features_fn's outputs")
+  return {name: probes.probe_all(f_tr[layer], attrs_tr, f_te[layer], attrs_te)
+          for name, layer in layers.items()}
+
+
+def pair_invariance(embed_fn: Callable, pairs: Mapping[str, tuple], batch: int = 500
+                    ) -> tuple[dict[str, float], float]:
+  """``({attribute: mean cos(embed(a), embed(b))}, unpaired)`` over the counterfactual pairs
+  ``{attribute: (images_a, images_b)}``: 1 when the embedding ignores the attribute.
+
+  ``unpaired`` (the control: what "similar" means for this embedding) is the same measure on the
+  first attribute's embeddings with each ``b`` moved to the next pair, i.e. unrelated scenes.
+  """
+  per_attribute, unpaired = {}, None
+  for attribute, (images_a, images_b) in pairs.items():
+    emb_a_ND = batched_apply(embed_fn, images_a, batch)
+    emb_b_ND = batched_apply(embed_fn, images_b, batch)
+    per_attribute[attribute] = float(metrics.embedding_invariance(emb_a_ND, emb_b_ND))
+    if unpaired is None:
+      unpaired = float(metrics.embedding_invariance(emb_a_ND, np.roll(emb_b_ND, 1, axis=0)))
+  return per_attribute, unpaired
+
+
+def zero_shot(image_emb_ND, class_embs: Mapping[str, np.ndarray], labels_N) -> dict[str, float]:
+  """``{name: accuracy}``: each image's class is the row of ``class_embs[name]`` (K, D), e.g. one
+  text prompt per class, with the largest dot product."""
+  image_emb_ND, labels_N = np.asarray(image_emb_ND), np.asarray(labels_N)
+  return {name: float(np.mean(np.argmax(image_emb_ND @ np.asarray(emb_KD).T, axis=1) == labels_N))
+          for name, emb_KD in class_embs.items()}
+
+
+class PoolProbes:
+  """Linear probes fit on a labelled pool and scored on a held-out split, for many models.
+
+  ``pool`` and ``test`` are ``(images (N, ...), {attribute: labels (N,)})``. ``features(key, fn)``
+  applies ``fn`` (``images -> {layer: features}``) to both splits once per ``key``;
+  ``probe(key, layer, attribute, n)`` is the held-out accuracy of a probe fit on the first ``n``
+  pool examples (all of them when None), so the label sets of growing n are nested;
+  ``accuracy(key, layer, attribute)`` scores a classifier's own logits (argmax) instead.
+  """
+
+  def __init__(self, pool: tuple, test: tuple, batch: int = 500):
+    self.pool, self.test, self.batch = pool, test, batch
+    self._features: dict = {}
+    self._probes: dict = {}
+
+  def features(self, key, fn: Callable) -> dict:
+    if key not in self._features:
+      self._features[key] = {split: batched_apply(fn, images, self.batch)
+                             for split, (images, _) in (("pool", self.pool), ("test", self.test))}
+    return self._features[key]
+
+  def probe(self, key, layer: str, attribute: str, n=None) -> float:
+    if (key, layer, attribute, n) not in self._probes:
+      f = self._features[key]
+      self._probes[(key, layer, attribute, n)] = probes.linear_probe(
+          f["pool"][layer][:n], self.pool[1][attribute][:n], f["test"][layer],
+          self.test[1][attribute])
+    return self._probes[(key, layer, attribute, n)]
+
+  def accuracy(self, key, layer: str, attribute: str) -> float:
+    logits_NK = self._features[key]["test"][layer]
+    return float(np.mean(np.argmax(logits_NK, axis=-1) == self.test[1][attribute]))

@@ -1,0 +1,98 @@
+"""Evaluators, each with a control that shows it can fail: probes read a planted label and not
+constant or shuffled features; pair invariance is 1 only for a function that ignores the changed
+attribute; zero-shot needs the right class embeddings; pool probes use exactly the first n labels.
+The functions here are numpy (nothing to compile)."""
+import numpy as np
+import pytest
+
+from invariance import evaluate
+
+RNG = np.random.default_rng(0)
+
+
+def _split(n, seed):
+  """Images (N, 2, 2, 1) whose first pixel's sign is the label ``y``; ``noise`` is unrelated."""
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=(n, 2, 2, 1)).astype(np.float32)
+  return images, {"y": (images[:, 0, 0, 0] > 0).astype(np.int32),
+                  "noise": rng.integers(0, 2, n).astype(np.int32)}
+
+
+def _features(images):
+  n = len(images)
+  flat = images.reshape(n, -1)
+  return {"signal": flat, "constant": np.zeros((n, 3), np.float32),
+          "shuffled": np.random.default_rng(n).permutation(flat)}   # rows of other examples
+
+
+def test_batched_apply_pads_to_one_shape_and_cuts_back():
+  seen = []
+  fn = lambda x: (seen.append(x.shape), {"double": 2 * x, "sum": x.sum(axis=1)})[1]
+  x = RNG.normal(size=(7, 3)).astype(np.float32)
+  out = evaluate.batched_apply(fn, x, 3)
+  assert set(seen) == {(3, 3)} and len(seen) == 3
+  np.testing.assert_array_equal(out["double"], 2 * x)
+  np.testing.assert_allclose(out["sum"], x.sum(axis=1), rtol=1e-6)
+
+
+def test_probe_layers_reads_the_label_only_where_it_is():
+  got = evaluate.probe_layers(_features, _split(300, 1), _split(300, 2),
+                              {"acc": "signal", "acc_constant": "constant",
+                               "acc_shuffled": "shuffled"}, batch=128)
+  assert set(got) == {"acc", "acc_constant", "acc_shuffled"}
+  assert got["acc"]["y"] > 0.95                        # the label is linearly in the features
+  assert got["acc"]["noise"] < 0.65                    # ... an unrelated label is not
+  assert got["acc_constant"]["y"] < 0.65               # controls: no information, chance
+  assert got["acc_shuffled"]["y"] < 0.65
+
+
+def test_probe_layers_names_a_missing_layer():
+  with pytest.raises(ValueError, match="conv9"):
+    evaluate.probe_layers(_features, _split(20, 1), _split(20, 2), {"acc": "conv9"})
+
+
+def _pairs(n=64):
+  """Two attributes: pairs differ in coordinate 0 ("ignored") or in coordinate 1 ("used")."""
+  base = RNG.normal(size=(n, 4)).astype(np.float32)
+  pairs = {}
+  for name, column in (("ignored", 0), ("used", 1)):
+    other = base.copy()
+    other[:, column] = RNG.normal(size=n)
+    pairs[name] = (base, other)
+  return pairs
+
+
+def test_pair_invariance_is_one_for_an_invariant_function_and_not_for_a_control():
+  ignore_0 = lambda x: x[:, 1:]
+  use_all = lambda x: x
+  per_attr, unpaired = evaluate.pair_invariance(ignore_0, _pairs(), batch=16)
+  assert per_attr["ignored"] == pytest.approx(1.0, abs=1e-6)
+  assert per_attr["used"] < 0.95
+  assert unpaired < 0.5                                # unrelated partners: far from 1
+  control, _ = evaluate.pair_invariance(use_all, _pairs(), batch=16)
+  assert control["ignored"] < 0.95
+
+
+def test_zero_shot_needs_the_right_class_embeddings():
+  prototypes = np.eye(4, 8, dtype=np.float32)
+  labels = RNG.integers(0, 4, 200)
+  images = prototypes[labels] + 0.05 * RNG.normal(size=(200, 8)).astype(np.float32)
+  got = evaluate.zero_shot(images, {"right": prototypes, "permuted": np.roll(prototypes, 1, 0)},
+                           labels)
+  assert got == {"right": 1.0, "permuted": 0.0}
+
+
+def test_pool_probes_use_exactly_the_first_n_labels():
+  pool, test = _split(200, 3), _split(200, 4)
+  order = np.argsort(pool[1]["y"], kind="stable")      # class 0 first: the first n are one class
+  pool = (pool[0][order], {k: v[order] for k, v in pool[1].items()})
+  probes = evaluate.PoolProbes(pool, test, batch=64)
+  probes.features("model", _features)
+  first_class_only = probes.probe("model", "signal", "y", n=10)
+  assert first_class_only == pytest.approx(np.mean(test[1]["y"] == 0))   # predicts class 0
+  assert probes.probe("model", "signal", "y") > 0.95                     # every label
+  assert probes.probe("model", "shuffled", "y") < 0.65                    # control
+  probes.features("classifier", lambda x: {"logits": np.stack([-x[:, 0, 0, 0],
+                                                               x[:, 0, 0, 0]], 1)})
+  assert probes.accuracy("classifier", "logits", "y") == 1.0
+  assert probes.accuracy("classifier", "logits", "noise") < 0.65
