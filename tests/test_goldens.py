@@ -42,7 +42,38 @@ def orbit_step() -> dict:
                    3e-3)
 
 
-STEPS = {"orbit_full": orbit_step}
+def _scenes_and_captions(n: int = 16):
+  from invariance import dashcam
+  from invariance.data import captions
+  images, attrs = dashcam.make_scenes(0, dashcam.TRAIN, n)
+  texts = dashcam.make_captions(attrs, 0, 0.0, dashcam.LIGHT)
+  tokenizer = captions.Tokenizer()
+  return images, attrs, texts, tokenizer
+
+
+def dual_encoder_step() -> dict:
+  """The caption studies' main model: a CLIP dual encoder (dim 8) on 16 p = 0 scenes."""
+  from invariance import dual_encoder as de
+  images, _, texts, tokenizer = _scenes_and_captions()
+  model = de.DualEncoder(tokenizer.vocab_size, 8, "clip")
+  tokens = tokenizer.encode(texts)
+  params = model.init(_key(0), images[:1], tokens[:1])
+  return _one_step(de.make_loss_fn(model), params, {"images": images, "tokens": tokens}, 1e-3)
+
+
+def light_classifier_step() -> dict:
+  """The recovery study's fine-tuned model: the image tower plus a light head."""
+  from invariance import dashcam
+  from invariance import dual_encoder as de
+  images, attrs, _, tokenizer = _scenes_and_captions()
+  classifier = de.classifier_for(de.DualEncoder(tokenizer.vocab_size, 8, "clip"), 2)
+  params = classifier.init(_key(1), images[:1])
+  batch = {"images": images, "labels": np.asarray(attrs[dashcam.LIGHT], np.int32)}
+  return _one_step(de.make_classifier_loss_fn(classifier), params, batch, 3e-3)
+
+
+STEPS = {"orbit_full": orbit_step, "dual_encoder_clip": dual_encoder_step,
+         "light_classifier": light_classifier_step}
 
 
 def all_update_steps() -> dict:
