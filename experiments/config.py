@@ -60,6 +60,9 @@ class StudyConfig:
                          "small init here).", choices=("rbg", "threefry2x32", "unsafe_rbg"))
   workdir: Optional[str] = param(None, "Where checkpoints and results go (required).",
                                  run_only=True)
+  data_dir: Optional[str] = param(None, "TFDS data directory: datasets are read from it, and the "
+                                  "offline defaults built into it on first use (default: "
+                                  "$TFDS_DATA_DIR or ~/tensorflow_datasets).", run_only=True)
   log_every: int = param(200, "Steps between progress lines.", low=1, run_only=True)
   checkpoint_every: int = param(500, "Steps between checkpoints.", low=1, run_only=True)
   compile_cache: str = param(_default_cache(), "Persistent XLA compilation cache ('' disables): "

@@ -25,7 +25,6 @@ results.json, results.md, probe_vs_p.png, loss_curves.png (``experiments.contras
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from absl import logging
@@ -34,6 +33,7 @@ import optax
 
 from experiments import cli
 from experiments import config
+from experiments.contrastive_config import ContrastiveConfig
 from experiments import contrastive_report
 from experiments import workdir as workdir_lib
 from invariance import dashcam
@@ -46,40 +46,6 @@ from invariance.data import captions as captions_lib
 FEATURES = {"probe_acc": "embedding", "probe_acc_conv": "conv1_grid",
             "probe_acc_pooled": "pooled", "probe_acc_penultimate": "penultimate"}
 INIT_FEATURES = {"random_init_probe_acc": "embedding", "random_init_probe_acc_conv": "conv1_grid"}
-
-
-@dataclasses.dataclass(frozen=True)
-class ContrastiveConfig(config.StudyConfig):
-  DATA_PARALLEL = ("batch_size",)
-
-  losses: tuple[str, ...] = config.param(("clip",), "Contrastive losses.", choices=de.LOSSES)
-  mention_probs: tuple[float, ...] = config.param(
-      (0.0, 0.001, 0.01, 1.0), "p: probability that a training caption mentions --attribute.",
-      low=0, high=1, sort=True)
-  embed_dims: tuple[int, ...] = config.param((8,), "Embedding dimensions.", low=1)
-  attribute: str = config.param("light", "The attribute captions mention with probability p.",
-                                choices=captions_lib.MENTIONABLE)
-  steps: int = config.param(400, "Training steps per run.", low=1)
-  batch_size: int = config.param(128, "Global batch size.", low=1)
-  learning_rate: float = config.param(1e-3, "Peak Adam learning rate (linear warmup, cosine "
-                                      "decay).", above=0)
-  warmup_steps: int = config.param(50, "Learning-rate warmup steps.", low=0)
-  num_train: int = config.param(20000, "Training scenes (captioned once per seed and p).", low=1)
-  num_probe: int = config.param(1000, "Held-out scenes in each probe split (train and test).",
-                                low=8)
-  num_pairs: int = config.param(500, "Scene pairs per attribute for embedding invariance.", low=1)
-
-  def validate(self):
-    if self.warmup_steps >= self.steps:
-      config.fail("warmup_steps", self.warmup_steps, f"allowed: < --steps={self.steps}")
-    if self.batch_size > self.num_train:
-      config.fail("batch_size", self.batch_size, f"allowed: <= --num_train={self.num_train}")
-    vocab_size = captions_lib.Tokenizer().vocab_size
-    for dim in self.embed_dims:
-      cli.check_memory("embed_dims", dim, de.training_bytes(vocab_size, dim, self.batch_size))
-
-
-config.define_flags(ContrastiveConfig)
 
 
 class Study:
@@ -159,7 +125,7 @@ def main(cfg: ContrastiveConfig):
                list(cfg.seeds), cfg.steps)
   rows, pixel_rows, start = [], [], time.perf_counter()
   for seed in cfg.seeds:
-    data = dashcam.SeedData(seed)
+    data = dashcam.SeedData(seed, cfg.data_dir)
     pixel_rows.append(workdir.row(f"pixels_seed{seed}", lambda: study.pixel_row(data)))
     for loss, dim, p in runs:
       init_row = workdir.row(f"init_d{dim}_seed{seed}", lambda: study.init_row(loss, dim, data))

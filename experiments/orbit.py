@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Optional
 
 from absl import logging
 import jax
@@ -25,6 +24,7 @@ import optax
 
 from experiments import cli
 from experiments import config
+from experiments.orbit_config import OrbitConfig
 from experiments import orbit_data
 from experiments import orbit_report
 from experiments import workdir as workdir_lib
@@ -36,111 +36,6 @@ from invariance import train
 from invariance.data import curation
 from invariance.data import pipeline
 from invariance.data import sources
-
-param = config.param
-
-
-@dataclasses.dataclass(frozen=True)
-class OrbitConfig(config.StudyConfig):
-  DATA_PARALLEL = ("batch_size",)
-
-  dataset: str = param("digits", "TFDS image-classification dataset NAME[/CONFIG][:VERSION] "
-                       "(digits: scikit-learn's bundled 8x8 digits, built locally on first use).")
-  object_size: int = param(8, "Objects are resized to this side (pixels).", low=1)
-  channels: int = param(1, "1: grey (luminance), 3: colour.", low=1, high=3)
-  data_dir: Optional[str] = param(None, "TFDS data directory (default: $TFDS_DATA_DIR or "
-                                  "~/tensorflow_datasets).", run_only=True)
-  group: str = param("translations", "Symmetry group studied.",
-                     choices=("translations", "rotations"))
-  models: tuple[str, ...] = param(models.TRANSLATION_MODELS, "Models to compare (see README).",
-                                  choices=models.NAMES)
-  canvas: int = param(24, "Canvas side for translations (at least --object_size).", low=1)
-  support: str = param("bottom", "Training placement support.",
-                       choices=tuple(curation.COMPLEMENT))
-  placements_per_image: int = param(8, "Placed copies of each training digit.", low=1)
-  steps: int = param(1500, "Training steps per model (see --model_steps).", low=1)
-  model_steps: tuple[str, ...] = param((), "Per-model overrides, e.g. orbit_full:400,cnn_gap:600.",
-                                       allow_empty=True)
-  batch_size: int = param(128, "Global batch size.", low=1)
-  learning_rate: float = param(3e-3, "Adam learning rate.", above=0)
-  mlp_hidden: tuple[int, ...] = param((128, 128), "MLP hidden widths (also the orbit models').",
-                                      low=1, distinct=False)
-  cnn_channels: tuple[int, ...] = param((16, 32, 32), "ConvNet channels (cnn_gap, cnn_flat, p4).",
-                                        low=1, distinct=False)
-  orbit_samples: int = param(8, "k: sampled group elements per example (orbit_sampled).", low=1)
-  aug_width_regs: tuple[float, ...] = param((0.05,), "learned_aug: weights of the reward for a "
-                                            "wide range; one run per weight.", low=0.0)
-  aug_eval_samples: int = param(8, "learned_aug: predictions averaged at evaluation.", low=1)
-  warmup_steps: int = param(50, "Linear learning-rate warmup, then cosine decay to the cap.", low=0)
-  eval_every: int = param(100, "Steps between validation evaluations (convergence rule).", low=1)
-  patience: int = param(3, "Stop after this many evaluations without improvement.", low=1)
-  min_delta: float = param(0.005, "Validation-accuracy improvement that counts (0.005 = 0.5 "
-                           "points).", low=0.0)
-  val_fraction: float = param(0.1, "Share of the training digits held out for validation.",
-                              above=0.0, high=0.5)
-  eval_elements: int = param(64, "Random group elements (plus identity) for the invariance "
-                             "audit; 0 = every element.", low=0)
-  eval_examples: int = param(256, "Test examples used for the invariance audit.", low=1)
-  map_examples: int = param(128, "Test digits placed at every position for the placement maps "
-                            "(0 = no maps).", low=0)
-  jensen_batches: int = param(4, "Test batches (of 32) for the Jensen gap.", low=0)
-  data_seed: int = param(-1, "Seed of the digit split and placements; -1 = each run's seed.",
-                         low=-1)
-
-  @property
-  def order(self) -> int:
-    return self.canvas ** 2 if self.group == "translations" else 4
-
-  def validate(self):
-    if self.channels == 2:
-      config.fail("channels", self.channels, "allowed: 1 (grey) or 3 (colour)")
-    if self.group == "translations" and self.canvas < self.object_size:
-      config.fail("canvas", self.canvas, f"allowed: >= --object_size={self.object_size}")
-    allowed = models.TRANSLATION_MODELS if self.group == "translations" else models.ROTATION_MODELS
-    bad = [m for m in self.models if m not in allowed]
-    if bad:
-      config.fail("models", ",".join(self.models), f"unknown {bad[0]!r} for --group={self.group}; "
-                  f"allowed: {', '.join(allowed)}")
-    self.steps_of(self.models[0])               # checks --model_steps
-    if not self.orbit_samples <= self.order:
-      config.fail("orbit_samples", self.orbit_samples,
-                  f"allowed: 1..{self.order} (the order of the {self.group} group)")
-    downsampled = [m for m in self.models if m in ("cnn_strided", "cnn_aps")]
-    factor = 2 ** (len(self.cnn_channels) - 1)
-    if downsampled and self.group == "translations" and self.canvas % factor:
-      config.fail("canvas", self.canvas, f"allowed: a multiple of {factor} for {downsampled[0]} "
-                  "(a stride-2 step after every --cnn_channels layer but the last)")
-    if not self.eval_elements <= self.order:
-      config.fail("eval_elements", self.eval_elements, f"allowed: 0 (all) .. {self.order}")
-
-  def steps_of(self, model: str) -> int:
-    steps = self.steps
-    for item in self.model_steps:
-      name, _, value = item.partition(":")
-      if name not in self.models or not value.isdigit() or int(value) < 1:
-        config.fail("model_steps", item,
-                    f"allowed: MODEL:STEPS with MODEL in {', '.join(self.models)}")
-      steps = int(value) if name == model else steps
-    return steps
-
-  def runs(self) -> list[tuple[str, str, models.ModelSpec]]:
-    """(run name, model name, spec): one per model, one per reward weight for learned_aug."""
-    spec = models.ModelSpec(mlp_hidden=self.mlp_hidden, cnn_channels=self.cnn_channels,
-                            orbit_samples=self.orbit_samples, canvas=self.canvas,
-                            aug_width_reg=self.aug_width_regs[0],
-                            aug_eval_samples=self.aug_eval_samples)
-    out = []
-    for m in self.models:
-      if m == "learned_aug" and len(self.aug_width_regs) > 1:
-        out += [(f"learned_aug_r{w:g}", m, dataclasses.replace(spec, aug_width_reg=w))
-                for w in self.aug_width_regs]
-      else:
-        out.append((m, m, spec))
-    return out
-
-
-config.define_flags(OrbitConfig)
-
 
 # -- one row --------------------------------------------------------------------------------------
 def accuracy(eval_fn, split: dict) -> float:

@@ -34,6 +34,7 @@ from invariance import train
 from invariance.data import captions as captions_lib
 from invariance.data import pipeline
 from invariance.data import scenes
+from invariance.data import sources
 
 IMAGE_SIZE = 32
 ATTRIBUTES = tuple(scenes.ATTRIBUTES)                 # car_color, light, pedestrian, clouds
@@ -50,20 +51,20 @@ def rng(seed: int, stream: int, *sub: int) -> np.random.Generator:
   return np.random.default_rng([seed, stream, *sub])
 
 
-def make_scenes(seed: int, stream: int, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """``n`` scenes of a stream: (images (n, IMAGE_SIZE, IMAGE_SIZE, 3), attrs)."""
-  images, attrs, _ = scenes.make_scenes(n, rng(seed, stream), IMAGE_SIZE)
-  return images, attrs
+def make_scenes(seed: int, stream: int, n: int, data_dir=None
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """``n`` scenes of a stream: (images (n, IMAGE_SIZE, IMAGE_SIZE, 3), attrs), read with
+  ``tfds.data_source`` from the local TFDS dataset of the generator's draws from stream
+  ``[seed, stream]`` (built into ``data_dir`` on first use)."""
+  return sources.load_scenes(n, (seed, stream), size=IMAGE_SIZE, data_dir=data_dir)
 
 
-def make_pairs(seed: int, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def make_pairs(seed: int, n: int, data_dir=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """``{attribute: (images_a, images_b)}``: ``n`` scene pairs per attribute that differ in that
-  attribute only (same nuisance)."""
-  out = {}
-  for i, attr in enumerate(ATTRIBUTES):
-    a, b, *_ = scenes.scene_pairs(n, attr, rng(seed, PAIRS, i), IMAGE_SIZE)
-    out[attr] = (a, b)
-  return out
+  attribute only (same nuisance), from the TFDS dataset of stream ``[seed, PAIRS, i]``."""
+  return {attr: sources.load_scene_pairs(n, attr, (seed, PAIRS, i), size=IMAGE_SIZE,
+                                         data_dir=data_dir)[:2]
+          for i, attr in enumerate(ATTRIBUTES)}
 
 
 def make_captions(attrs: dict[str, np.ndarray], seed: int, p: float, attribute: str,
@@ -107,19 +108,19 @@ def tune_key(seed: int) -> jax.Array:
 class SeedData:
   """The scenes of one seed, each (stream, n) drawn once, when first asked for."""
 
-  def __init__(self, seed: int):
-    self.seed = seed
+  def __init__(self, seed: int, data_dir=None):
+    self.seed, self.data_dir = seed, data_dir
     self._scenes: dict = {}
     self._pairs: dict = {}
 
   def scenes(self, stream: int, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     if (stream, n) not in self._scenes:
-      self._scenes[(stream, n)] = make_scenes(self.seed, stream, n)
+      self._scenes[(stream, n)] = make_scenes(self.seed, stream, n, self.data_dir)
     return self._scenes[(stream, n)]
 
   def pairs(self, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if n not in self._pairs:
-      self._pairs[n] = make_pairs(self.seed, n)
+      self._pairs[n] = make_pairs(self.seed, n, self.data_dir)
     return self._pairs[n]
 
   def captions(self, n_train: int, p: float, attribute: str, stream: int = CAPTIONS) -> list[str]:
