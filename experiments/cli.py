@@ -9,7 +9,7 @@ exits 2, a non-finite loss exits 3, and nothing is written before the config is 
 """
 from __future__ import annotations
 
-import logging as logging_std
+import logging as std_logging
 import os
 import sys
 from typing import Callable
@@ -24,11 +24,11 @@ from experiments.config import fail
 FLAGS = flags.FLAGS
 
 
-class _QuietLibraries(logging_std.Filter):
+class _QuietLibraries(std_logging.Filter):
   """Keep progress lines readable: drop orbax's INFO chatter (warnings and errors still show)."""
 
   def filter(self, record):
-    return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
 def run(cls, main: Callable) -> None:

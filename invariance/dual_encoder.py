@@ -136,9 +136,9 @@ class DualEncoder(nn.Module):
     return (self.log_scale,) if self.loss == "clip" else (self.t_prime, self.bias)
 
   def __call__(self, images_NHWC, tokens_NL):
-    img_NE, txt_NE = self.embed_image(images_NHWC), self.embed_text(tokens_NL)
-    chex.assert_shape([img_NE, txt_NE], (images_NHWC.shape[0], self.embed_dim))
-    return img_NE, txt_NE, self.loss_params()
+    img_ND, txt_ND = self.embed_image(images_NHWC), self.embed_text(tokens_NL)
+    chex.assert_shape([img_ND, txt_ND], (images_NHWC.shape[0], self.embed_dim))
+    return img_ND, txt_ND, self.loss_params()
 
 
 def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None) -> Callable:
@@ -150,12 +150,12 @@ def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None) -> Callabl
 
   def loss_fn(params, batch, rng):
     del rng
-    img_NE, txt_NE, scalars = model.apply(params, batch["images"], batch["tokens"])
+    img_ND, txt_ND, scalars = model.apply(params, batch["images"], batch["tokens"])
     if model.loss == "clip":
-      loss = contrastive.clip_loss(img_NE, txt_NE, *scalars, axis_name=axis_name)
+      loss = contrastive.clip_loss(img_ND, txt_ND, *scalars, axis_name=axis_name)
       aux = {"scale": contrastive.clip_logit_scale(scalars[0])}
     else:
-      loss = contrastive.siglip_loss(img_NE, txt_NE, *scalars, axis_name=axis_name)
+      loss = contrastive.siglip_loss(img_ND, txt_ND, *scalars, axis_name=axis_name)
       aux = {"t": jnp.exp(scalars[0]), "b": scalars[1]}
     return loss, aux
 

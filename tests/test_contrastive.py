@@ -39,7 +39,7 @@ def _np_log_softmax(x, axis):
 
 def clip_np(img, txt, log_scale):
   img, txt = np.float64(img), np.float64(txt)
-  logits = min(math.exp(log_scale), 100.0) * img @ txt.T
+  logits = math.exp(log_scale) * img @ txt.T
   i2t = -np.diag(_np_log_softmax(logits, axis=1)).mean()
   t2i = -np.diag(_np_log_softmax(logits, axis=0)).mean()
   return (i2t + t2i) / 2
@@ -80,16 +80,34 @@ class SingleDeviceTest(chex.TestCase):
     np.testing.assert_allclose(loss, siglip_np(img, txt, t_prime, bias), rtol=TOL, atol=TOL)
 
 
-def test_clip_scale_clamped_at_100():
+# The logit scale is exp(log_scale), unclamped in every loss; the clamp is a projection of the
+# parameter (``clip_log_scale_clamp``) that the training loop applies after each update.
+PAST_CLAMP = math.log(300.0)
+
+
+def _old_clamped_clip_loss(img, txt, log_scale):
+  """Control: the former convention, min(exp(log_scale), 100) inside the loss."""
+  return contrastive.clip_loss(img, txt, jnp.minimum(log_scale, math.log(100.0)))
+
+
+@pytest.mark.parametrize("loss", ["clip_loss", "control_old_clamp"])
+def test_log_scale_gradient_is_alive_past_log_100(loss):
+  """Also checked past log 100: clip_loss_fused (FusedClipTest), clip_loss_tiled (TILED_CASES),
+  the ring (the data-parallel test's second call)."""
+  fn = _old_clamped_clip_loss if loss == "control_old_clamp" else contrastive.clip_loss
   img, txt = _embeddings(3)
-  value_and_grad = jax.jit(jax.value_and_grad(contrastive.clip_loss, argnums=2))
-  at_clamp, _ = value_and_grad(img, txt, jnp.float32(math.log(100.0)))
-  past, grad_past = value_and_grad(img, txt, jnp.float32(math.log(300.0)))
-  _, grad_below = value_and_grad(img, txt, jnp.float32(math.log(50.0)))
-  np.testing.assert_allclose(contrastive.clip_logit_scale(jnp.float32(10.0)), 100.0)
-  np.testing.assert_allclose(past, at_clamp, rtol=1e-6)
-  assert grad_past == 0.0
-  assert abs(grad_below) > 1e-4
+  grad = jax.jit(jax.grad(fn, argnums=2))(img, txt, jnp.float32(PAST_CLAMP))
+  alive = abs(float(grad)) > 1e-4
+  assert alive == (loss != "control_old_clamp"), (loss, grad)
+
+
+def test_clamp_projects_the_parameter():
+  clamp = contrastive.clip_log_scale_clamp
+  np.testing.assert_allclose(clamp(jnp.float32(PAST_CLAMP)), math.log(100.0), rtol=1e-7)
+  np.testing.assert_allclose(clamp(jnp.float32(1.0)), 1.0)
+  np.testing.assert_allclose(contrastive.CLIP_MAX_LOG_SCALE, math.log(100.0))
+  np.testing.assert_allclose(contrastive.clip_logit_scale(jnp.float32(PAST_CLAMP)), 300.0,
+                             rtol=1e-5)
 
 
 def test_shapes_are_checked():
@@ -102,7 +120,7 @@ def test_shapes_are_checked():
 
 # -- single device, hand-written backward: clip_loss_fused against clip_loss ----------------------
 def _fallback_embeddings(batch=16):
-  """Image 0 = text 0 (a logit of 100 at the clamped scale); every other text is nearly orthogonal
+  """Image 0 = text 0 (a logit of ~100 at the scale used); every other text is nearly orthogonal
   to every image, so its column of logits stays near 0, ~100 below the global max: exp of the
   shifted column underflows float32 and the shared-exp column sums cannot be used."""
   rng = np.random.default_rng(5)
@@ -138,19 +156,19 @@ class FusedClipTest(chex.TestCase):
     assert not _fused_takes_exact_branch(img, txt, log_scale)
     _, (_, _, d_log_scale) = self.assert_matches_clip_loss(
         contrastive.clip_loss_fused, img, txt, jnp.float32(log_scale))
-    assert abs(d_log_scale) > 1e-4  # below the clamp: the temperature gets a gradient
+    assert abs(d_log_scale) > 1e-4  # the temperature gets a gradient
 
   @chex.variants(with_jit=True)
-  def test_clamped_scale_has_zero_gradient(self):
+  def test_scale_past_100_has_a_gradient(self):
     img, txt = _embeddings(21)
     _, (_, _, d_log_scale) = self.assert_matches_clip_loss(
         contrastive.clip_loss_fused, img, txt, jnp.float32(math.log(250.0)))
-    assert d_log_scale == 0.0
+    assert abs(d_log_scale) > 1e-4
 
   @chex.variants(with_jit=True)
   def test_underflowing_columns_take_the_exact_branch(self):
     img, txt = _fallback_embeddings()
-    log_scale = math.log(100.0) + 0.1  # clamped: scale 100
+    log_scale = math.log(100.0) + 0.1  # scale 110
     scale = contrastive.clip_logit_scale(jnp.float32(log_scale))
     logits = scale * img @ txt.T
     col_sums = jnp.exp(logits - logits.max(axis=1, keepdims=True)).T @ jnp.exp(
@@ -186,6 +204,7 @@ PARAMS = {
 }
 REFERENCE = {"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}
 LOSSES = {"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss,
+          "clip_chunked": contrastive.clip_loss_chunked,
           "siglip_chunked": contrastive.siglip_loss_chunked}
 
 
@@ -230,6 +249,7 @@ def assert_matches_single_device(f, reference, args):
   got = f(*args)
   chex.assert_trees_all_close((got[0], got[1][:2]), (want[0], want[1][:2]), atol=TOL, rtol=TOL)
   chex.assert_trees_all_close(got[1][2:], want[1][2:], atol=SCALAR_GRAD_ATOL, rtol=TOL)
+  return got
 
 
 def test_eight_devices():
@@ -237,14 +257,14 @@ def test_eight_devices():
 
 
 @pytest.mark.parametrize("transform", ["shard_map", "pmap"])
-@pytest.mark.parametrize("loss", ["clip", "siglip", "siglip_chunked"])
+@pytest.mark.parametrize("loss", ["clip", "siglip", "clip_chunked", "siglip_chunked"])
 def test_parallel_matches_single_device_and_compiles_once(loss, transform):
   base = loss.split("_")[0]
   chex.clear_trace_counter()  # the counter is keyed by the wrapped function, shared across tests
   per_device = chex.assert_max_traces(LOSSES[loss], n=1)
   params = PARAMS[base]()
   f = value_and_grad_fn(transform, per_device, 2 + len(params))
-  # New data and parameters, same shapes: no retrace. The second call is past CLIP's clamp
+  # New data and parameters, same shapes: no retrace. The second call is past CLIP's former clamp
   # (log_scale = 4.66 > log 100) and at a sharp SigLIP temperature (t = 74).
   for seed, shift in ((10, 0.3), (11, 2.0)):
     img, txt = _embeddings(seed)
@@ -278,15 +298,53 @@ def _siglip_no_psum(img, txt, t_prime, bias, axis_name):
   return part / img.shape[0]
 
 
+def _clip_ring_columns_stay_home(img, txt, log_scale, axis_name):
+  """Bug: ``clip_loss_chunked`` with the column statistics kept on the device that computed them
+  instead of travelling with their text block: each column's logsumexp mixes blocks of texts."""
+  scale = contrastive.clip_logit_scale(log_scale)
+  ring = [(d, (d + 1) % N_DEV) for d in range(N_DEV)]
+  matched = contrastive.matched_logits(img, txt, scale)
+  start = lax.stop_gradient(matched)
+
+  def step(carry, _):
+    txt_block, col_max, col_sum, row_max, row_sum = carry
+    logits = contrastive.pairwise_logits(img, txt_block, scale)
+    row_max, row_sum = contrastive._online_logsumexp(row_max, row_sum, logits, axis=1)
+    col_max, col_sum = contrastive._online_logsumexp(col_max, col_sum, logits, axis=0)
+    return (lax.ppermute(txt_block, axis_name, ring), col_max, col_sum, row_max, row_sum), None
+
+  carry = (txt, start, 0.0 * start, start, 0.0 * start)
+  (_, col_max, col_sum, row_max, row_sum), _ = lax.scan(step, carry, None, length=N_DEV)
+  partial = (jnp.sum(row_max + jnp.log(row_sum)) + jnp.sum(col_max + jnp.log(col_sum)) -
+             2 * jnp.sum(matched))
+  return lax.psum(partial, axis_name) / (2 * img.shape[0] * N_DEV)
+
+
+def _clip_gather_local_rows_differentiable(img, txt, log_scale, axis_name):
+  """The classic all-gather bug: every device gathers both modalities as constants
+  (``stop_gradient``), puts its own rows back differentiable, computes the whole B x B loss and
+  the devices average it. The value is right; the gradient only flows through local rows, so each
+  embedding gets 1/D of its gradient (and the temperature the full one: the scalar is right)."""
+  def with_local_rows(x):
+    everything = lax.all_gather(lax.stop_gradient(x), axis_name, tiled=True)
+    start = lax.axis_index(axis_name) * x.shape[0]
+    return lax.dynamic_update_slice_in_dim(everything, x, start, axis=0)
+
+  full = contrastive.clip_loss(with_local_rows(img), with_local_rows(txt), log_scale)
+  return lax.pmean(full, axis_name)
+
+
 @pytest.mark.parametrize("bug,transform", [
     ("clip_local_t2i", "shard_map"),
     ("siglip_local_normalisation", "shard_map"),
     ("siglip_no_psum", "pmap"),
+    ("clip_ring_columns_stay_home", "shard_map"),
 ])
 def test_control_wrong_loss_is_detected(bug, transform):
   fn = {"clip_local_t2i": _clip_local_t2i,
         "siglip_local_normalisation": _siglip_local_normalisation,
-        "siglip_no_psum": _siglip_no_psum}[bug]
+        "siglip_no_psum": _siglip_no_psum,
+        "clip_ring_columns_stay_home": _clip_ring_columns_stay_home}[bug]
   base = bug.split("_")[0]
   params = PARAMS[base]()
   img, txt = _embeddings(12)
@@ -309,3 +367,162 @@ def test_control_raw_pmap_gradient_is_detected():
   img, txt = _embeddings(13)
   with pytest.raises(AssertionError):
     assert_matches_single_device(f, contrastive.siglip_loss, (img, txt, *params))
+
+
+@pytest.mark.parametrize("transform", ["shard_map", "pmap"])
+def test_control_gather_with_only_local_rows_differentiable_is_detected(transform):
+  """The value is the global loss, so only the gradient comparison can reject this one: it must."""
+  params = PARAMS["clip"]()
+  img, txt = _embeddings(14)
+  f = value_and_grad_fn(transform, _clip_gather_local_rows_differentiable, 3)
+  loss, grads = f(img, txt, *params)
+  want_loss, want_grads = _reference_value_and_grad(contrastive.clip_loss, 3)(img, txt, *params)
+  chex.assert_trees_all_close(loss, want_loss, atol=TOL, rtol=TOL)  # the value matches
+  chex.assert_trees_all_close(grads[0], want_grads[0] / N_DEV, atol=TOL, rtol=TOL)  # 1/D of it
+  with pytest.raises(AssertionError):
+    assert_matches_single_device(f, contrastive.clip_loss, (img, txt, *params))
+
+
+# -- tiled losses, single device: value and gradients of the materialised loss -------------------
+def tiled_value_and_grad(fn, tile, n_args):
+  return jax.jit(jax.value_and_grad(functools.partial(fn, tile=tile), tuple(range(n_args))))
+
+
+# (batch, tile): 4 full tiles; 3 tiles of which the last is padded (20 = 8 + 8 + 4, masked);
+# a tile larger than the batch (one tile). Scales: CLIP's initial one and one past log 100.
+TILED_CASES = [(32, 8, math.log(1 / 0.07)), (20, 8, PAST_CLAMP), (16, 64, 0.0)]
+
+
+@pytest.mark.parametrize("batch,tile,log_scale", TILED_CASES)
+def test_clip_tiled_matches_clip_loss(batch, tile, log_scale):
+  img, txt = _embeddings(30 + batch, batch=batch)
+  f = tiled_value_and_grad(contrastive.clip_loss_tiled, tile, 3)
+  _, (_, _, d_log_scale) = assert_matches_single_device(f, contrastive.clip_loss,
+                                                        (img, txt, jnp.float32(log_scale)))
+  assert abs(d_log_scale) > 1e-4  # alive at every scale, past log 100 too
+
+
+@pytest.mark.parametrize("batch,tile,params", [(32, 8, (math.log(10.0), -10.0)),
+                                               (20, 8, (2.0, 3.0))])
+def test_siglip_tiled_matches_siglip_loss(batch, tile, params):
+  img, txt = _embeddings(40 + batch, batch=batch)
+  f = tiled_value_and_grad(contrastive.siglip_loss_tiled, tile, 4)
+  args = (img, txt, *map(jnp.float32, params))
+  assert_matches_single_device(f, contrastive.siglip_loss, args)
+
+
+def test_tiled_gradients_keep_the_embedding_dtype():
+  img, txt = jax.ShapeDtypeStruct((20, DIM), jnp.bfloat16), jax.ShapeDtypeStruct((20, DIM),
+                                                                                  jnp.bfloat16)
+  for fn, params in ((contrastive.clip_loss_tiled, PARAMS["clip"]()),
+                     (contrastive.siglip_loss_tiled, PARAMS["siglip"]())):
+    grads = jax.eval_shape(jax.grad(functools.partial(fn, tile=8), (0, 1)), img, txt, *params)
+    assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
+
+
+@pytest.mark.parametrize("tile", [0, -8, 2.5, True, "8"])
+def test_tile_must_be_a_positive_int(tile):
+  img, txt = _embeddings(51, batch=8)
+  for call in (lambda: contrastive.clip_loss_tiled(img, txt, jnp.float32(0.0), tile=tile),
+               lambda: contrastive.siglip_loss_tiled(img, txt, jnp.float32(0.0), jnp.float32(0.0),
+                                                     tile=tile)):
+    with pytest.raises(ValueError, match=r"^tile=.*allowed: a positive int") as err:
+      call()
+    assert "\n" not in str(err.value)
+
+
+# Controls: the same assertion rejects the mistakes a tiled loss invites.
+def _autodiff_tiled_clip(img, txt, log_scale, tile, bug=None):
+  """A tiled CLIP by plain autodiff (online row logsumexp, per-tile column logsumexp), right with
+  ``bug=None``; ``"skips_last_tile"`` scans all tiles but the last one."""
+  scale = contrastive.clip_logit_scale(log_scale)
+  tiles = txt.reshape(-1, tile, txt.shape[1])
+  tiles = tiles[:-1] if bug == "skips_last_tile" else tiles
+
+  def body(carry, txt_tile):
+    logits = contrastive.pairwise_logits(img, txt_tile, scale)
+    carry = contrastive._online_logsumexp(*carry, logits, axis=1)
+    return carry, jax.nn.logsumexp(logits, axis=0)
+
+  start = (jnp.full(img.shape[:1], -jnp.inf), jnp.zeros(img.shape[:1]))
+  (row_max, row_sum), col_lse = lax.scan(body, start, tiles)
+  lse_sum = jnp.sum(row_max + jnp.log(row_sum)) + jnp.sum(col_lse)
+  return (lse_sum - 2 * contrastive.matched_logits(img, txt, scale).sum()) / (2 * img.shape[0])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _tiled_core_backward_forgets_columns(img, txt, scale, tile):
+  return contrastive._clip_tiled_forward(img, txt, scale, tile)[0]
+
+
+def _backward_forgets_columns(tile, residuals, g):
+  """Bug: the backward pass drops the column softmax (col_max = inf: exp(L - col_max) = 0)."""
+  *rest, col_max, col_sum = residuals
+  return contrastive._clip_tiled_backward(tile, (*rest, jnp.full_like(col_max, jnp.inf), col_sum),
+                                          g)
+
+
+_tiled_core_backward_forgets_columns.defvjp(contrastive._clip_tiled_forward,
+                                            _backward_forgets_columns)
+
+
+def _clip_tiled_backward_forgets_columns(img, txt, log_scale, tile):
+  """The library's forward (right value) with a backward pass that forgets the column term."""
+  scale = contrastive.clip_logit_scale(log_scale)
+  lse_sum = _tiled_core_backward_forgets_columns(img, txt, scale, tile)
+  return (lse_sum - 2 * contrastive.matched_logits(img, txt, scale).sum()) / (2 * img.shape[0])
+
+
+@pytest.mark.parametrize("bug", [None, "skips_last_tile", "backward_forgets_columns",
+                                 "padding_not_masked"])
+def test_control_wrong_tiled_loss_is_detected(bug, monkeypatch):
+  """bug=None: the autodiff reference passes (so what fails below fails for the bug alone)."""
+  batch, tile = (20, 8) if bug == "padding_not_masked" else (32, 8)
+  img, txt = _embeddings(52, batch=batch)
+  fn = {None: _autodiff_tiled_clip,
+        "skips_last_tile": functools.partial(_autodiff_tiled_clip, bug="skips_last_tile"),
+        "backward_forgets_columns": _clip_tiled_backward_forgets_columns,
+        "padding_not_masked": contrastive.clip_loss_tiled}[bug]
+  if bug == "padding_not_masked":  # padded (zero) text rows scored as real texts
+    unmasked = contrastive._tile_logits
+    monkeypatch.setattr(contrastive, "_tile_logits",
+                        lambda a, b, valid, bias=0.0: unmasked(a, b, None, bias))
+  f = tiled_value_and_grad(fn, tile, 3)
+  args = (img, txt, contrastive.init_clip_temperature())
+  if bug is None:
+    assert_matches_single_device(f, contrastive.clip_loss, args)
+    return
+  with pytest.raises(AssertionError):
+    assert_matches_single_device(f, contrastive.clip_loss, args)
+
+
+# -- choosing the loss by batch size -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["clip", "siglip"])
+def test_loss_by_name_switches_at_the_threshold(name):
+  pick = functools.partial(contrastive.loss_by_name, name, tiled_threshold=64, tile=16)
+  plain, tiled, ring = {"clip": (contrastive.clip_loss, contrastive.clip_loss_tiled,
+                                 contrastive.clip_loss_chunked),
+                        "siglip": (contrastive.siglip_loss, contrastive.siglip_loss_tiled,
+                                   contrastive.siglip_loss_chunked)}[name]
+  assert pick(63).func is plain and pick(63).keywords == {"axis_name": None}
+  assert pick(64).func is tiled and pick(64).keywords == {"tile": 16}
+  assert pick(64, axis_name="data").func is ring
+  assert pick(63, axis_name="data").keywords == {"axis_name": "data"}
+  assert contrastive.loss_by_name(name, 10 ** 6, tiled_threshold=0).func is plain  # 0: never
+  # The picked tiled loss computes the plain one's value (B = 32 at a threshold of 32).
+  img, txt = _embeddings(53)
+  params = PARAMS[name]()
+  small = contrastive.loss_by_name(name, B, tiled_threshold=B, tile=8)
+  np.testing.assert_allclose(small(img, txt, *params), plain(img, txt, *params), rtol=TOL)
+
+
+@pytest.mark.parametrize("arg,kwargs", [
+    ("name", dict(name="infonce", batch_size=8)),
+    ("batch_size", dict(name="clip", batch_size=0)),
+    ("tiled_threshold", dict(name="clip", batch_size=8, tiled_threshold=-1)),
+    ("tile", dict(name="siglip", batch_size=8, tile=0)),
+])
+def test_loss_by_name_rejects_bad_arguments_in_one_line(arg, kwargs):
+  with pytest.raises(ValueError, match=f"^{arg}=") as err:
+    contrastive.loss_by_name(**kwargs)
+  assert "\n" not in str(err.value)

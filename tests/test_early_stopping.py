@@ -6,10 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from invariance import encoders as E
+from invariance import encoders
 from invariance import train
 
-MODEL = E.MLP((8,), num_classes=2)
+MODEL = encoders.MLP((8,), num_classes=2)
 XS = np.random.default_rng(0).normal(size=(64, 4, 4, 1)).astype(np.float32)
 YS = (XS[:, 0, 0, 0] > 0).astype(np.int32)
 OPT = optax.adam(0.05)

@@ -10,14 +10,14 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from invariance import encoders as E
-from invariance import groups as G
+from invariance import encoders
+from invariance import groups as groups_lib
 from invariance.testing import assert_invariant
 
 HW = 10
 X = jax.random.normal(jax.random.key(0), (4, HW, HW, 1))
 Y = jnp.arange(4) % 3
-T = G.Translations(HW, HW)
+T = groups_lib.Translations(HW, HW)
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,16 +40,16 @@ def _trained(model, steps=3):
 
 
 INVARIANT = [
-    ("circular_cnn", E.CircularCNN((6, 6), num_classes=3), T),
-    ("p4", E.GroupCNN("rotations", (4, 4), num_classes=3), G.Rotations()),
-    ("p4m_rotations", E.GroupCNN("dihedral", (4, 4), num_classes=3), G.Rotations()),
-    ("p4m", E.GroupCNN("dihedral", (4, 4), num_classes=3), G.Dihedral()),
+    ("circular_cnn", encoders.CircularCNN((6, 6), num_classes=3), T),
+    ("p4", encoders.GroupCNN("rotations", (4, 4), num_classes=3), groups_lib.Rotations()),
+    ("p4m_rotations", encoders.GroupCNN("dihedral", (4, 4), num_classes=3), groups_lib.Rotations()),
+    ("p4m", encoders.GroupCNN("dihedral", (4, 4), num_classes=3), groups_lib.Dihedral()),
 ]
 CONTROLS = [
-    ("mlp", E.MLP((16,), num_classes=3), T),
-    ("flat_cnn", E.FlatCNN((6, 6), num_classes=3), T),
-    ("circular_cnn_under_rotation", E.CircularCNN((6, 6), num_classes=3), G.Rotations()),
-    ("p4_under_flips", E.GroupCNN("rotations", (4, 4), num_classes=3), G.Dihedral()),
+    ("mlp", encoders.MLP((16,), num_classes=3), T),
+    ("flat_cnn", encoders.FlatCNN((6, 6), num_classes=3), T),
+    ("circular_cnn_under_rotation", encoders.CircularCNN((6, 6), num_classes=3), groups_lib.Rotations()),
+    ("p4_under_flips", encoders.GroupCNN("rotations", (4, 4), num_classes=3), groups_lib.Dihedral()),
 ]
 
 
@@ -74,7 +74,7 @@ class InvariantEncodersTest(chex.TestCase):
 
 
 def test_fast_first_layer_equals_dense_on_every_shift():
-  model = E.MLP((8, 5))
+  model = encoders.MLP((8, 5))
   params = model.init(jax.random.key(2), X)
   fast = model.apply(params, X, method=model.embed_translation_orbit)      # N, |G|, F
   orbit = T.orbit(X)                                                       # |G|, N, H, W, C
@@ -87,29 +87,29 @@ def test_parameter_counts_are_pinned():
   count = lambda m, x: sum(v.size for v in jax.tree.leaves(
       jax.eval_shape(m.init, jax.random.key(0), x)))
   x24 = jnp.zeros((1, 24, 24, 1))
-  assert count(E.MLP((256, 256)), x24) == 576 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
-  assert count(E.CircularCNN((32, 32, 32)), x24) == (9 * 32 + 32) + 2 * (9 * 32 * 32 + 32) + 330
-  assert count(E.GroupCNN("rotations", (8, 8)), jnp.zeros((1, 8, 8, 1))) == \
+  assert count(encoders.MLP((256, 256)), x24) == 576 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+  assert count(encoders.CircularCNN((32, 32, 32)), x24) == (9 * 32 + 32) + 2 * (9 * 32 * 32 + 32) + 330
+  assert count(encoders.GroupCNN("rotations", (8, 8)), jnp.zeros((1, 8, 8, 1))) == \
       (9 * 8 + 8) + (9 * 4 * 8 * 8 + 8) + (8 * 10 + 10)
 
 
 def test_group_cnn_rejects_bad_config():
   with pytest.raises(ValueError, match="group_name='translations'"):
-    E.GroupCNN("translations").init(jax.random.key(0), X)
+    encoders.GroupCNN("translations").init(jax.random.key(0), X)
   with pytest.raises(ValueError, match="square"):
-    E.GroupCNN("rotations").init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
+    encoders.GroupCNN("rotations").init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
 
 
 @pytest.mark.parametrize("circular", [True, False])
 def test_patch_conv_equals_xla_conv_values_and_gradients(circular):
   """The hand-written im2col conv (and its custom backward) against lax.conv on padded input."""
   x = jax.random.normal(jax.random.key(3), (6, 7, 7, 3))
-  conv = E.PatchConv(5, 3, circular=circular)
+  conv = encoders.PatchConv(5, 3, circular=circular)
   params = conv.init(jax.random.key(4), x)
   k, b = params["params"]["kernel"], params["params"]["bias"]
 
   def reference(k, b, x):
-    xp = E.circular_pad(x, 1) if circular else jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    xp = encoders.circular_pad(x, 1) if circular else jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     y = jax.lax.conv_general_dilated(xp, k, (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + b
@@ -129,9 +129,9 @@ def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_ar
   """APS (three layers, two of them stride 2, on 8x8, circular padding, global pool) over all 64
   shifts at init
   and after a few steps; the same net with plain strides is rejected by the same assertion."""
-  T8 = G.Translations(8, 8)
-  aps = E.ConvNet((4, 4, 4), num_classes=3, downsample="aps")
-  strided = E.ConvNet((4, 4, 4), num_classes=3, downsample="stride")
+  T8 = groups_lib.Translations(8, 8)
+  aps = encoders.ConvNet((4, 4, 4), num_classes=3, downsample="aps")
+  strided = encoders.ConvNet((4, 4, 4), num_classes=3, downsample="stride")
   for params in (aps.init(jax.random.key(1), X8), _trained_on(aps, X8)):
     assert_invariant(jax.jit(lambda x, p=params: aps.apply(p, x)), T8, X8, rtol=1e-5)
   params = strided.init(jax.random.key(1), X8)
@@ -158,12 +158,12 @@ def _trained_on(model, x, steps=3):
 def test_polyphase_choice_follows_a_shift_and_odd_sides_are_refused():
   x = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))
   shifted = jnp.roll(x, (1, 3), axis=(1, 2))
-  a, b = E.aps_downsample(x), E.aps_downsample(shifted)
+  a, b = encoders.aps_downsample(x), encoders.aps_downsample(shifted)
   # per example, the kept sub-grid of the shifted input is a cyclic shift of the original's
   follows = lambda a, b, i: any(bool(jnp.allclose(jnp.roll(a[i], (dy, dx), axis=(0, 1)), b[i]))
                                 for dy in range(4) for dx in range(4))
   assert all(follows(a, b, i) for i in range(2))
-  s_a, s_b = E.stride_downsample(x), E.stride_downsample(shifted)
+  s_a, s_b = encoders.stride_downsample(x), encoders.stride_downsample(shifted)
   assert not any(follows(s_a, s_b, i) for i in range(2))
   with pytest.raises(ValueError, match="even map sides"):
-    E.ConvNet((4, 4), downsample="aps").init(jax.random.key(0), jnp.zeros((1, 7, 7, 1)))
+    encoders.ConvNet((4, 4), downsample="aps").init(jax.random.key(0), jnp.zeros((1, 7, 7, 1)))

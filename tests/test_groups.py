@@ -5,14 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from invariance import groups as G
+from invariance import groups as groups_lib
 from invariance.testing import assert_composition_matches_action, assert_uniform_draws
 
-GROUPS = [G.Translations(4, 5), G.Rotations(), G.Flips(), G.Dihedral()]
+GROUPS = [groups_lib.Translations(4, 5), groups_lib.Rotations(), groups_lib.Flips(), groups_lib.Dihedral()]
 
 
 def _x(group):
-  hw = (4, 5) if isinstance(group, G.Translations) else (5, 5)
+  hw = (4, 5) if isinstance(group, groups_lib.Translations) else (5, 5)
   return jax.random.normal(jax.random.key(0), (2,) + hw + (3,))
 
 
@@ -36,8 +36,8 @@ def _dihedral_without_flip_sign(g, h):
 WRONG_COMPOSITIONS = (
     [(grp, "off_by_one", lambda g, h, grp=grp: (grp.compose(g, h) + 1) % grp.order)
      for grp in GROUPS]
-    + [(G.Dihedral(), "reversed_order", lambda g, h: G.Dihedral().compose(h, g)),
-       (G.Dihedral(), "flip_sign_ignored", _dihedral_without_flip_sign)])
+    + [(groups_lib.Dihedral(), "reversed_order", lambda g, h: groups_lib.Dihedral().compose(h, g)),
+       (groups_lib.Dihedral(), "flip_sign_ignored", _dihedral_without_flip_sign)])
 
 
 @pytest.mark.parametrize("group,what,wrong", WRONG_COMPOSITIONS,
@@ -50,7 +50,7 @@ def test_control_wrong_composition_is_rejected(group, what, wrong):
 def test_control_symmetric_input_is_refused():
   # A constant image is fixed by every element: any table would "match", so the check refuses it.
   with pytest.raises(ValueError, match="symmetric"):
-    assert_composition_matches_action(G.Dihedral(), jnp.ones((2, 5, 5, 3)))
+    assert_composition_matches_action(groups_lib.Dihedral(), jnp.ones((2, 5, 5, 3)))
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
@@ -76,7 +76,7 @@ def test_per_example_action_matches_static(group):
 
 
 def test_translation_element_is_roll_and_support_sampling():
-  t = G.Translations(6, 8)
+  t = groups_lib.Translations(6, 8)
   x = jax.random.normal(jax.random.key(1), (1, 6, 8, 1))
   chex.assert_trees_all_equal(t.act(int(t.element(2, 3)), x), jnp.roll(x, (2, 3), axis=(1, 2)))
   support = t.support_from_ranges((3, 6), (0, 8))          # bottom half shifts
@@ -86,7 +86,7 @@ def test_translation_element_is_roll_and_support_sampling():
   assert np.all(np.asarray(dy) >= 3)
 
 
-T8 = G.Translations(8, 8)                                     # 64 elements
+T8 = groups_lib.Translations(8, 8)                                     # 64 elements
 BOTTOM = T8.support_from_ranges((4, 8), (0, 8))              # 32 of them
 
 
@@ -115,15 +115,15 @@ def test_control_biased_sampler_is_rejected():
                                  np.array([0.5])])
 def test_bad_support_rejected(bad):
   with pytest.raises(ValueError, match="support"):
-    G.Translations(6, 6).sample(jax.random.key(0), 3, bad)
+    groups_lib.Translations(6, 6).sample(jax.random.key(0), 3, bad)
 
 
 def test_bad_inputs_rejected():
   with pytest.raises(ValueError, match="group='shear'"):
-    G.make_group("shear", 8, 8)
+    groups_lib.make_group("shear", 8, 8)
   with pytest.raises(ValueError, match="square"):
-    G.make_group("rotations", 8, 6)
+    groups_lib.make_group("rotations", 8, 6)
   with pytest.raises(ValueError, match="6x6"):
-    G.Translations(6, 6).act(1, jnp.zeros((1, 5, 6, 1)))
+    groups_lib.Translations(6, 6).act(1, jnp.zeros((1, 5, 6, 1)))
   with pytest.raises(ValueError, match="outside"):
-    G.Rotations().act(4, jnp.zeros((1, 5, 5, 1)))
+    groups_lib.Rotations().act(4, jnp.zeros((1, 5, 5, 1)))

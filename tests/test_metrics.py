@@ -3,10 +3,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from invariance import groups as G
+from invariance import groups as groups_lib
 from invariance import metrics
 
-T = G.Translations(6, 6)
+T = groups_lib.Translations(6, 6)
 X = jax.random.normal(jax.random.key(0), (5, 6, 6, 1))
 
 

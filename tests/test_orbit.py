@@ -7,16 +7,16 @@ import optax
 import pytest
 
 from invariance import augment
-from invariance import encoders as E
-from invariance import groups as G
-from invariance import orbit as O
+from invariance import encoders
+from invariance import groups as groups_lib
+from invariance import orbit
 from invariance.testing import assert_invariant, assert_uniform_draws
 
 HW = 8
-T = G.Translations(HW, HW)
+T = groups_lib.Translations(HW, HW)
 X = jax.random.normal(jax.random.key(0), (6, HW, HW, 1))
 Y = jnp.arange(6) % 4
-MLP = E.MLP((16, 12), num_classes=4)
+MLP = encoders.MLP((16, 12), num_classes=4)
 PARAMS = MLP.init(jax.random.key(1), X)
 
 
@@ -25,28 +25,28 @@ class OrbitModelTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_full_and_fast_orbit_models_are_exactly_invariant(self):
     for mode in ("full", "fast"):
-      om = O.OrbitModel(MLP, T, mode=mode)
+      om = orbit.OrbitModel(MLP, T, mode=mode)
       assert_invariant(self.variant(lambda x: om.apply(PARAMS, x)), T, X, rtol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_control_plain_mlp_and_one_sample_orbit_are_not_invariant(self):
     with self.assertRaisesRegex(AssertionError, "not invariant"):
       assert_invariant(self.variant(lambda x: MLP.apply(PARAMS, x)), T, X, rtol=1e-5)
-    sampled = O.OrbitModel(MLP, T, mode="sampled", num_samples=4)
+    sampled = orbit.OrbitModel(MLP, T, mode="sampled", num_samples=4)
     with self.assertRaisesRegex(AssertionError, "not invariant"):
       assert_invariant(self.variant(lambda x: sampled.apply(PARAMS, x, jax.random.key(5))), T, X)
 
   def test_orbit_model_of_a_group_cnn_under_dihedral(self):
     # A rotation-only p4 net becomes D4-invariant once averaged over the D4 orbit.
-    p4 = E.GroupCNN("rotations", (4,), num_classes=4)
+    p4 = encoders.GroupCNN("rotations", (4,), num_classes=4)
     params = p4.init(jax.random.key(2), X)
-    om = O.OrbitModel(p4, G.Dihedral(), mode="full")
-    assert_invariant(jax.jit(lambda x: om.apply(params, x)), G.Dihedral(), X)
+    om = orbit.OrbitModel(p4, groups_lib.Dihedral(), mode="full")
+    assert_invariant(jax.jit(lambda x: om.apply(params, x)), groups_lib.Dihedral(), X)
     with pytest.raises(AssertionError, match="not invariant"):
-      assert_invariant(jax.jit(lambda x: p4.apply(params, x)), G.Dihedral(), X)
+      assert_invariant(jax.jit(lambda x: p4.apply(params, x)), groups_lib.Dihedral(), X)
 
   def test_invariance_survives_training(self):
-    om = O.OrbitModel(MLP, T, mode="fast")
+    om = orbit.OrbitModel(MLP, T, mode="fast")
     opt = optax.adam(1e-2)
     params, state = PARAMS, opt.init(PARAMS)
     loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(om.apply(p, X), Y).mean()
@@ -61,8 +61,8 @@ class OrbitModelTest(chex.TestCase):
 
 
 def test_fast_path_equals_naive_values_and_gradients():
-  naive = O.OrbitModel(MLP, T, mode="full")
-  fast = O.OrbitModel(MLP, T, mode="fast")
+  naive = orbit.OrbitModel(MLP, T, mode="full")
+  fast = orbit.OrbitModel(MLP, T, mode="fast")
   loss = lambda om: lambda p: optax.softmax_cross_entropy_with_integer_labels(
       om.apply(p, X), Y).mean()
   chex.assert_trees_all_close(fast.apply(PARAMS, X), naive.apply(PARAMS, X), atol=1e-5, rtol=1e-5)
@@ -71,7 +71,7 @@ def test_fast_path_equals_naive_values_and_gradients():
   chex.assert_trees_all_close(g_fast, g_naive, atol=1e-5, rtol=1e-5)
 
 
-class SquaredHeadMLP(E.MLP):
+class SquaredHeadMLP(encoders.MLP):
   """Control: the same MLP with a nonlinear head (its logits squared)."""
 
   def classify(self, features):
@@ -82,8 +82,8 @@ def _assert_orbit_loss_is_ce_of_averaged_logits(model, params, mode):
   """The orbit model's loss == CE(mean over G of the plain model's logits on g.x) per example
   (jensen_gap's first output), which holds when the head is linear in the features."""
   direct = optax.softmax_cross_entropy_with_integer_labels(
-      O.OrbitModel(model, T, mode=mode).apply(params, X), Y)
-  orbit_loss, aug_loss = O.jensen_gap(model, params, X, Y, T)
+      orbit.OrbitModel(model, T, mode=mode).apply(params, X), Y)
+  orbit_loss, aug_loss = orbit.jensen_gap(model, params, X, Y, T)
   chex.assert_trees_all_close(orbit_loss, direct, atol=1e-5, rtol=1e-5)
   return orbit_loss, aug_loss
 
@@ -109,7 +109,7 @@ K, DRAWS = 8, 1000        # 8 elements per example, 6 examples, 1000 independent
 
 def _sampler_draws(support=None):
   keys = jax.random.split(jax.random.key(0), DRAWS)
-  return jax.vmap(lambda k: O.sample_elements(T, k, K, X.shape[0], support))(keys)   # M, K, N
+  return jax.vmap(lambda k: orbit.sample_elements(T, k, K, X.shape[0], support))(keys)   # M, K, N
 
 
 def test_sampled_orbit_elements_are_uniform():
@@ -128,7 +128,7 @@ def test_control_biased_orbit_sampler_is_rejected():
 
 def _assert_sampled_features_average(elements_KN, key):
   want = jnp.stack([MLP.apply(PARAMS, T.act(g_N, X), method=MLP.embed) for g_N in elements_KN])
-  chex.assert_trees_all_close(O.sampled_orbit_features(MLP, PARAMS, X, T, key, K), want.mean(0),
+  chex.assert_trees_all_close(orbit.sampled_orbit_features(MLP, PARAMS, X, T, key, K), want.mean(0),
                               atol=1e-5, rtol=1e-5)
 
 
@@ -137,14 +137,14 @@ def test_sampled_orbit_features_average_the_sampled_elements():
   draws, so with uniform draws its expectation is the full orbit mean. Control: another key's
   elements give another estimate, which the same assertion rejects."""
   key = jax.random.key(3)
-  _assert_sampled_features_average(O.sample_elements(T, key, K, X.shape[0]), key)
+  _assert_sampled_features_average(orbit.sample_elements(T, key, K, X.shape[0]), key)
   with pytest.raises(AssertionError, match="Values not approximately equal"):
-    _assert_sampled_features_average(O.sample_elements(T, jax.random.key(4), K, X.shape[0]), key)
+    _assert_sampled_features_average(orbit.sample_elements(T, jax.random.key(4), K, X.shape[0]), key)
 
 
 def test_sampled_orbit_respects_support():
   support = T.support_from_ranges((0, 1), (0, 1))              # only the identity
-  om = O.OrbitModel(MLP, T, mode="sampled", num_samples=3, support=support)
+  om = orbit.OrbitModel(MLP, T, mode="sampled", num_samples=3, support=support)
   chex.assert_trees_all_close(om.apply(PARAMS, X, jax.random.key(0)), MLP.apply(PARAMS, X),
                               atol=1e-6)
 
@@ -161,22 +161,22 @@ def test_augment_lands_on_support():
 
 def test_bad_orbit_config_rejected():
   with pytest.raises(ValueError, match="orbit_samples=65"):
-    O.check_num_samples(65, T)
+    orbit.check_num_samples(65, T)
   with pytest.raises(ValueError, match="mode='bogus'"):
-    O.OrbitModel(MLP, T, mode="bogus")
+    orbit.OrbitModel(MLP, T, mode="bogus")
   with pytest.raises(ValueError, match="fast"):
-    O.OrbitModel(E.CircularCNN(), T, mode="fast")
+    orbit.OrbitModel(encoders.CircularCNN(), T, mode="fast")
 
 
 def test_fast_path_equals_naive_on_a_full_canvas_with_several_chunks():
   """24x24 (|G| = 576) with 6 images runs the chunked fast path (several image chunks)."""
-  t24 = G.Translations(24, 24)
+  t24 = groups_lib.Translations(24, 24)
   x = jax.random.normal(jax.random.key(7), (6, 24, 24, 1))
   y = jnp.arange(6) % 4
   params = MLP.init(jax.random.key(8), x)
   loss = lambda om: lambda p, x: optax.softmax_cross_entropy_with_integer_labels(
       om.apply(p, x), y).mean()
-  fast, naive = O.OrbitModel(MLP, t24, mode="fast"), O.OrbitModel(MLP, t24, mode="full")
+  fast, naive = orbit.OrbitModel(MLP, t24, mode="fast"), orbit.OrbitModel(MLP, t24, mode="full")
   g_fast = jax.jit(jax.grad(loss(fast), argnums=(0, 1)))(params, x)
   g_naive = jax.jit(jax.grad(loss(naive), argnums=(0, 1)))(params, x)
   chex.assert_trees_all_close(g_fast, g_naive, atol=1e-5, rtol=1e-5)

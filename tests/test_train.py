@@ -11,11 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from invariance import encoders as E
+from invariance import encoders
 from invariance import parallel
 from invariance import train
 
-MODEL = E.MLP((16,), num_classes=2)
+MODEL = encoders.MLP((16,), num_classes=2)
 RNG = np.random.default_rng(0)
 XS = RNG.normal(size=(64, 4, 4, 1)).astype(np.float32)
 YS = (XS[:, 0, 0, 0] > 0).astype(np.int32)             # learnable from one pixel
