@@ -62,7 +62,8 @@ class Study:
   def model(self, loss: str, dim: int) -> de.Jitted:
     if (loss, dim) not in self._models:
       net = de.DualEncoder(self.tokenizer.vocab_size, dim, loss)
-      self._models[(loss, dim)] = de.Jitted(net, dashcam.IMAGE_SIZE, self.tokenizer.max_len)
+      self._models[(loss, dim)] = de.Jitted(net, dashcam.IMAGE_SIZE, self.tokenizer.max_len,
+                                            self.cfg.batch_size, self.cfg.tiled_threshold)
     return self._models[(loss, dim)]
 
   def probes(self, model: de.Jitted, params, data: dashcam.SeedData, layers: dict) -> dict:

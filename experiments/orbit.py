@@ -44,13 +44,14 @@ def accuracy(eval_fn, split: dict) -> float:
 
 
 def placement_map(eval_fn, data: orbit_data.Data) -> list:
-  """Accuracy of the test glyphs pasted at every non-wrapping position (row-major grid)."""
-  glyphs = data.glyphs
-  return [accuracy(eval_fn, {"images": curation.paste(glyphs["images"], (data.group.height,) * 2,
-                                                      np.repeat(pos[None], len(glyphs["labels"]),
-                                                                0)),
-                             "labels": glyphs["labels"]})
-          for pos in data.grid]
+  """Accuracy of the test glyphs pasted at every non-wrapping position (row-major grid), all
+  positions through ``eval_fn`` in one stream of full batches."""
+  glyphs, n = data.glyphs, len(data.glyphs["labels"])
+  canvases = np.concatenate([curation.paste(glyphs["images"], (data.group.height,) * 2,
+                                            np.repeat(pos[None], n, 0)) for pos in data.grid])
+  correct = (evaluate.batched_apply(eval_fn, canvases, 256).argmax(-1)
+             == np.tile(glyphs["labels"], len(data.grid)))
+  return correct.reshape(len(data.grid), n).mean(1).tolist()
 
 
 def measure(eval_fn, cfg: OrbitConfig, data: orbit_data.Data, seed: int,

@@ -43,6 +43,7 @@ def audit(fn: Callable, x_NHWC: np.ndarray, group: groups_lib.Group, elements: S
   elements = np.asarray(elements)
   if elements[0] != 0:
     raise ValueError(f"elements[0]={elements[0]}: the first element must be the identity (0)")
+  batch = min(batch, len(x_NHWC))          # no padding work beyond the examples themselves
   logits = lambda g: evaluate.batched_apply(fn, np.asarray(_act(group, int(g), x_NHWC)), batch)
   ref_NK = logits(elements[0])
   ref_norm_N = np.maximum(np.linalg.norm(ref_NK, axis=-1), 1e-12)

@@ -27,6 +27,8 @@ size that cannot fit before any work).
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Callable, Optional, Sequence
 
 import chex
@@ -141,23 +143,30 @@ class DualEncoder(nn.Module):
     return img_ND, txt_ND, self.loss_params()
 
 
-def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None) -> Callable:
+def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None,
+                 batch_size: Optional[int] = None,
+                 tiled_threshold: int = contrastive.TILED_THRESHOLD) -> Callable:
   """``loss_fn(params, batch, rng) -> (loss, aux)`` for ``train.fit`` (batch: images, tokens).
 
   ``train.fit`` jits over the global batch (XLA partitions it), so ``axis_name`` stays None there;
-  pass one only when calling the loss per device under ``shard_map`` / ``pmap``.
+  pass one only when calling the loss per device under ``shard_map`` / ``pmap``. With the global
+  ``batch_size`` given, a batch of ``tiled_threshold`` or more uses the tiled loss
+  (``contrastive.loss_by_name``), which never holds the B x B logits.
   """
+  loss = (contrastive.loss_by_name(model.loss, batch_size, tiled_threshold, axis_name=axis_name)
+          if batch_size is not None else
+          functools.partial({"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}[
+              model.loss], axis_name=axis_name))
 
   def loss_fn(params, batch, rng):
     del rng
     img_ND, txt_ND, scalars = model.apply(params, batch["images"], batch["tokens"])
+    value = loss(img_ND, txt_ND, *scalars)
     if model.loss == "clip":
-      loss = contrastive.clip_loss(img_ND, txt_ND, *scalars, axis_name=axis_name)
       aux = {"scale": contrastive.clip_logit_scale(scalars[0])}
     else:
-      loss = contrastive.siglip_loss(img_ND, txt_ND, *scalars, axis_name=axis_name)
       aux = {"t": jnp.exp(scalars[0]), "b": scalars[1]}
-    return loss, aux
+    return value, aux
 
   return loss_fn
 
@@ -185,13 +194,15 @@ class Jitted:
   """One dual encoder's compiled entry points; build one per model and reuse it (each of its
   functions, and ``train.fit``'s step for its ``loss_fn``, compiles once)."""
 
-  def __init__(self, model: DualEncoder, image_size: int = 32, max_len: int = 8):
+  def __init__(self, model: DualEncoder, image_size: int = 32, max_len: int = 8,
+               batch_size: Optional[int] = None,
+               tiled_threshold: int = contrastive.TILED_THRESHOLD):
     self.model, self.example = model, example_inputs(image_size, max_len)
     self._init = jax.jit(model.init)
     self.image_features = jax.jit(lambda p, x: model.apply(p, x, method="image_features"))
     self.embed_image = lambda p, x: self.image_features(p, x)["embedding"]
     self.embed_text = jax.jit(lambda p, t: model.apply(p, t, method="embed_text"))
-    self.loss_fn = make_loss_fn(model)
+    self.loss_fn = make_loss_fn(model, batch_size=batch_size, tiled_threshold=tiled_threshold)
     self.project = make_project_fn(model)
 
   def init(self, key):
