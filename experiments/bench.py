@@ -5,8 +5,10 @@ r"""Benchmarks: ratios measured side by side in one run (never timed tests).
 Suites: ``orbit`` (fast translation-orbit path vs naive; circular ConvNet train step vs the
 matmul peak), ``contrastive`` (f32 / bf16 matmul peak; CLIP/SigLIP loss forward+backward vs the
 matmul bound; compiled memory of chunked vs gathered SigLIP on 8 devices), ``train`` (each study's
-main model's update step, examples/s on 1 device and on 8), ``all``. Writes JSON to ``--out``
-(atomically) and prints the tables. Imports neither tfds nor grain.
+main model's update step, examples/s on 1 device and on 8), ``input`` (examples/s of the grain
+input path against the 1-device train steps' consumption; needs grain), ``all`` (every suite;
+``input`` is skipped where grain is not installed). Writes JSON to ``--out`` (atomically) and
+prints the tables. Never imports tfds; only the input part imports grain.
 
 Each part runs in a child process with the devices it needs. On XLA:CPU the device count is fixed
 when jax starts, and 8 virtual devices split the host's threads between them, which slows a
@@ -25,14 +27,16 @@ import tempfile
 from absl import flags
 from absl import logging
 
-from experiments import study
+from experiments import cli
+from experiments import workdir as workdir_lib
+from experiments.config import fail
 
-SUITES = ("orbit", "contrastive", "train", "all")
+SUITES = ("orbit", "contrastive", "train", "input", "all")
 # part -> host devices it runs with (CPU only)
-PARTS = {"orbit": 1, "contrastive": 1, "memory": 8, "train_single": 1, "train": 8}
+PARTS = {"orbit": 1, "contrastive": 1, "memory": 8, "train_single": 1, "train": 8, "input": 1}
 SUITE_PARTS = {"orbit": ("orbit",), "contrastive": ("contrastive", "memory"),
-               "train": ("train_single", "train")}
-SUITE_PARTS["all"] = sum(SUITE_PARTS.values(), ())
+               "train": ("train_single", "train"), "input": ("input", "train_single")}
+SUITE_PARTS["all"] = tuple(dict.fromkeys(sum(SUITE_PARTS.values(), ())))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "orbit", SUITES, "Which benchmarks to run.")
@@ -41,8 +45,16 @@ flags.DEFINE_integer("repeats", 5, "Timed repetitions per measurement (median re
 flags.DEFINE_enum("part", None, list(PARTS), "Internal: run one part in this process.")
 
 
+def _has_grain() -> bool:
+  import importlib.util
+  return importlib.util.find_spec("grain") is not None
+
+
 def _run_part(part: str, repeats: int) -> dict:
-  from experiments.benchmarks import contrastive, orbit, train_step  # pylint: disable=import-outside-toplevel
+  from experiments.benchmarks import contrastive, orbit, train_step  # noqa: I001
+  if part == "input":
+    from experiments.benchmarks import input as input_bench
+    return input_bench.run(repeats=repeats)
   if part == "orbit":
     return orbit.run(repeats=repeats)
   if part == "contrastive":
@@ -85,20 +97,25 @@ def _merge_train(single: dict, many: dict) -> dict:
   goal_row = next(r for r in many["rows"] if r["model"] == goal["model"])
   if "speedup_vs_single_process" in goal_row:
     goal["speedup_vs_single_process"] = goal_row["speedup_vs_single_process"]
-    goal["met_vs_single_process"] = goal_row["speedup_vs_single_process"] >= goal["speedup_at_least"]
+    goal["met_vs_single_process"] = (goal_row["speedup_vs_single_process"]
+                                     >= goal["speedup_at_least"])
   return many
 
 
 def main():
   if not FLAGS.out:
-    study.fail("out", FLAGS.out, "allowed: a file path for the JSON results")
-  study.check_positive("repeats", FLAGS.repeats, 5)
+    fail("out", FLAGS.out, "allowed: a file path for the JSON results")
+  if FLAGS.repeats < 5:
+    fail("repeats", FLAGS.repeats, "allowed: >= 5")
   if FLAGS.part:
-    study.write_json(FLAGS.out, _run_part(FLAGS.part, FLAGS.repeats))
+    workdir_lib.write_json(FLAGS.out, _run_part(FLAGS.part, FLAGS.repeats))
     return
-  import jax  # pylint: disable=import-outside-toplevel
-  from experiments.benchmarks import contrastive, orbit, train_step  # pylint: disable=import-outside-toplevel
-  parts = {p: _child(p, FLAGS.repeats) for p in SUITE_PARTS[FLAGS.suite]}
+  if FLAGS.suite == "input" and not _has_grain():
+    fail("suite", FLAGS.suite, "needs grain (pip install -r requirements.txt)")
+  import jax
+  from experiments.benchmarks import contrastive, orbit, train_step
+  wanted = [p for p in SUITE_PARTS[FLAGS.suite] if p != "input" or _has_grain()]
+  parts = {p: _child(p, FLAGS.repeats) for p in wanted}
   results = {"suite": FLAGS.suite, "jax": jax.__version__, "backend": jax.default_backend(),
              "device_kind": jax.devices()[0].device_kind, "parts": {p: PARTS[p] for p in parts}}
   tables = []
@@ -111,10 +128,15 @@ def main():
   if "train" in parts:
     results["train"] = _merge_train(parts["train_single"], parts["train"])
     tables.append(train_step.format_table(results["train"]))
-  study.write_json(FLAGS.out, results)
+  if "input" in parts:
+    from experiments.benchmarks import input as input_bench
+    results["input"] = dict(parts["input"],
+                            headroom=input_bench.headroom(parts["input"], parts["train_single"]))
+    tables.append(input_bench.format_table(results["input"]))
+  workdir_lib.write_json(FLAGS.out, results)
   print("\n\n".join(tables))
   print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
-  study.main_wrapper(main)()
+  cli.run_main(main)

@@ -34,9 +34,7 @@ class _QuietLibraries(std_logging.Filter):
 def run(cls, main: Callable) -> None:
   """The absl entry point of a study whose config class is ``cls``."""
 
-  def _main(argv):
-    if len(argv) > 1:
-      fail("argv", " ".join(argv[1:]), "unexpected positional arguments")
+  def _main():
     cfg = config.from_flags(cls)
     import jax
     jax.config.update("jax_default_prng_impl", cfg.prng_impl)
@@ -48,6 +46,18 @@ def run(cls, main: Callable) -> None:
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     logging.get_absl_handler().addFilter(_QuietLibraries())
     main(cfg)
+
+  run_main(_main)
+
+
+def run_main(main: Callable[[], None]) -> None:
+  """``main()`` under absl (flags parsed, flagfiles read), every bad input one line on stderr:
+  exit code 2, or 3 for a non-finite loss."""
+
+  def _main(argv):
+    if len(argv) > 1:
+      fail("argv", " ".join(argv[1:]), "unexpected positional arguments")
+    main()
 
   try:
     app.run(_main, flags_parser=_parse_flags)

@@ -23,8 +23,9 @@ def env():
 
 def popen(study: str, *args, merge_stderr: bool = False):
   """Start ``python -m experiments.<study> ARGS`` with the session's compilation cache."""
-  cmd = [sys.executable, "-m", f"experiments.{study}", *args,
-         f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}"]
+  cmd = [sys.executable, "-m", f"experiments.{study}", *args]
+  if study != "bench":                      # the studies' run option (the bench has no cache)
+    cmd.append(f"--compile_cache={os.environ['INVARIANCE_TEST_CACHE']}")
   return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True)
 

@@ -96,6 +96,18 @@ def headroom(input_result: Dict[str, Any], train_result: Dict[str, Any]) -> Dict
   return {"goal_at_least": HEADROOM_GOAL, "studies": out}
 
 
+def format_table(result: Dict[str, Any]) -> str:
+  """The input suite's lines: examples/s per study and the headroom over the train step."""
+  lines = ["input suite (grain train_batch_fn, global batches by step):"]
+  for name, h in result["headroom"]["studies"].items():
+    ratio = "n/a" if h["headroom"] is None else (
+        f"{h['headroom']:.0f}x the fastest train step "
+        f"({h['train_examples_per_s']:.0f} ex/s; goal >= {HEADROOM_GOAL:g}x: "
+        f"{'met' if h['met'] else 'NOT met'})")
+    lines.append(f"  {name}: {h['input_examples_per_s']:.0f} examples/s, {ratio}")
+  return "\n".join(lines)
+
+
 if __name__ == "__main__":
   import json
   print(json.dumps(run(), indent=1))
