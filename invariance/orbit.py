@@ -23,7 +23,6 @@ from typing import Any, Optional
 import chex
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from invariance import encoders
 from invariance import groups as groups_lib
@@ -139,7 +138,7 @@ def jensen_gap(model: nn.Module, params, x_NHWC, labels, group: groups_lib.Group
 
   logits_GNK = augmented_logits(model, params, x_NHWC, group, elements)
   orbit_loss = optax.softmax_cross_entropy_with_integer_labels(logits_GNK.mean(0), labels)
-  aug_loss = jax.vmap(lambda l: optax.softmax_cross_entropy_with_integer_labels(l, labels))(
+  aug_loss = jax.vmap(lambda lg: optax.softmax_cross_entropy_with_integer_labels(lg, labels))(
       logits_GNK).mean(0)
   return orbit_loss, aug_loss
 

@@ -43,7 +43,7 @@ def test_learned_shift_range_gets_the_width_reward_and_gradients():
                           T)
   g0 = np.asarray(jax.grad(lambda p: no_reward.loss(p, BATCH, jax.random.key(3))[0])(params)
                   ["aug"]["params"]["width_logit"])
-  reward = -0.05 * np.asarray(jax.grad(lambda l: jax.nn.sigmoid(l).sum())(np.full(2, -2.0)))
+  reward = -0.05 * np.asarray(jax.grad(lambda w: jax.nn.sigmoid(w).sum())(np.full(2, -2.0)))
   np.testing.assert_allclose(g - g0, reward, rtol=1e-4, atol=1e-7)
 
 

@@ -3,7 +3,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -118,7 +117,7 @@ def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke):
   for proc, needle in procs:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], err
   for name, content in before.items():
     assert open(os.path.join(smoke, name), "rb").read() == content
@@ -127,7 +126,7 @@ def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke):
 def test_a_missing_tfds_dataset_is_one_line_and_writes_nothing(tmp_path):
   workdir = tmp_path / "w"
   proc = run_study(str(workdir), "--dataset=mnist", f"--data_dir={tmp_path / 'tfds'}")
-  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
   assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
   assert "mnist" in lines[0] and str(tmp_path / "tfds") in lines[0] and "tfds build" in lines[0]
   assert not workdir.exists()
