@@ -1,9 +1,14 @@
-"""CLIP / SigLIP losses: numpy references, and data-parallel variants against the single device.
+"""CLIP / SigLIP losses: numpy references, data-parallel variants and rings against the single
+device, tiled losses against the materialised ones, the logit-scale clamp, the loss picker.
 
-Every multi-device claim goes through one assertion, ``assert_matches_single_device``: value and
-gradient w.r.t. every argument (sharded embeddings, replicated temperature / bias) within 1e-5 of
-the single-device loss, on 8 virtual CPU devices (tests/conftest.py). The controls at the end feed
-deliberately wrong losses / gradient conventions to the same assertion and expect it to fail.
+Every multi-device and every tiled claim goes through one assertion,
+``assert_matches_single_device``: value and gradient w.r.t. every argument (embeddings,
+temperature / bias) within 1e-5 of the single-device, materialised loss, on 8 virtual CPU devices
+(tests/conftest.py) for the parallel ones. The controls feed deliberately wrong losses / gradient
+conventions (a text -> image term that sees local images only, a ring whose column statistics stay
+home, the classic all-gather with only local rows differentiable, a tiled loss that skips its last
+tile, forgets the column term in its backward pass or leaves its padding unmasked) to the same
+assertion and expect it to fail.
 """
 import functools
 import math
