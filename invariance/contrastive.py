@@ -108,16 +108,16 @@ def matched_logits(a_NxD: jax.Array, b_NxD: jax.Array, scale: jax.Array,
   return jnp.einsum("nd,nd->n", scale * a_NxD, b_NxD, preferred_element_type=jnp.float32) + bias
 
 
-def _check_pair(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array) -> None:
-  chex.assert_rank(img_emb_BxD, 2)
-  chex.assert_equal_shape([img_emb_BxD, txt_emb_BxD])
+def _check_pair(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array) -> None:
+  chex.assert_rank(img_emb_NxD, 2)
+  chex.assert_equal_shape([img_emb_NxD, txt_emb_NxD])
 
 
-def _gather(x_bxD: jax.Array, axis_name: Optional[Hashable]) -> jax.Array:
+def _gather(x_nxD: jax.Array, axis_name: Optional[Hashable]) -> jax.Array:
   """All rows of every device, in device order (identity on a single device)."""
   if axis_name is None:
-    return x_bxD
-  return lax.all_gather(x_bxD, axis_name, tiled=True)
+    return x_nxD
+  return lax.all_gather(x_nxD, axis_name, tiled=True)
 
 
 def _global_mean(partial_sum: jax.Array, n_local: int, axis_name: Optional[Hashable]) -> jax.Array:
@@ -128,22 +128,22 @@ def _global_mean(partial_sum: jax.Array, n_local: int, axis_name: Optional[Hasha
 
 
 # -- CLIP ---------------------------------------------------------------------------------------
-def _column_logsumexp(logits_bxB: jax.Array, axis_name: Optional[Hashable]) -> jax.Array:
+def _column_logsumexp(logits_nxN: jax.Array, axis_name: Optional[Hashable]) -> jax.Array:
   """logsumexp down the columns of the global B x B logits, for this device's columns only.
 
   Each device holds B/D rows; the column sums of exp are reduce-scattered, so device d gets its
   own B/D columns (its own texts), shifted by the global column max for stability.
   """
   if axis_name is None:
-    return jax.nn.logsumexp(logits_bxB, axis=0)
-  n_local = logits_bxB.shape[0]
-  max_B = lax.pmax(lax.stop_gradient(jnp.max(logits_bxB, axis=0)), axis_name)  # a constant shift
-  sum_b = lax.psum_scatter(jnp.sum(jnp.exp(logits_bxB - max_B), axis=0), axis_name, tiled=True)
-  max_b = lax.dynamic_slice_in_dim(max_B, lax.axis_index(axis_name) * n_local, n_local)
-  return max_b + jnp.log(sum_b)
+    return jax.nn.logsumexp(logits_nxN, axis=0)
+  n_local = logits_nxN.shape[0]
+  max_N = lax.pmax(lax.stop_gradient(jnp.max(logits_nxN, axis=0)), axis_name)  # a constant shift
+  sum_n = lax.psum_scatter(jnp.sum(jnp.exp(logits_nxN - max_N), axis=0), axis_name, tiled=True)
+  max_n = lax.dynamic_slice_in_dim(max_N, lax.axis_index(axis_name) * n_local, n_local)
+  return max_n + jnp.log(sum_n)
 
 
-def clip_loss(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, log_scale: jax.Array,
+def clip_loss(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array, log_scale: jax.Array,
               axis_name: Optional[Hashable] = None) -> jax.Array:
   """Symmetric InfoNCE (CLIP), mean over the global batch.
 
@@ -156,14 +156,14 @@ def clip_loss(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, log_scale: jax.Arr
   rows, combined with a ``pmax`` and a ``psum_scatter`` of B numbers. One B/D x B product per
   device, no gather of the images.
   """
-  _check_pair(img_emb_BxD, txt_emb_BxD)
+  _check_pair(img_emb_NxD, txt_emb_NxD)
   chex.assert_shape(log_scale, ())
   scale = clip_logit_scale(log_scale)
-  logits_bxB = pairwise_logits(img_emb_BxD, _gather(txt_emb_BxD, axis_name), scale)
-  partial = (jnp.sum(jax.nn.logsumexp(logits_bxB, axis=-1)) +
-             jnp.sum(_column_logsumexp(logits_bxB, axis_name)) -
-             2 * jnp.sum(matched_logits(img_emb_BxD, txt_emb_BxD, scale)))
-  return _global_mean(partial, img_emb_BxD.shape[0], axis_name) / 2
+  logits_nxN = pairwise_logits(img_emb_NxD, _gather(txt_emb_NxD, axis_name), scale)
+  partial = (jnp.sum(jax.nn.logsumexp(logits_nxN, axis=-1)) +
+             jnp.sum(_column_logsumexp(logits_nxN, axis_name)) -
+             2 * jnp.sum(matched_logits(img_emb_NxD, txt_emb_NxD, scale)))
+  return _global_mean(partial, img_emb_NxD.shape[0], axis_name) / 2
 
 
 # -- CLIP over a ring ---------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def _online_logsumexp(max_N: jax.Array, sum_N: jax.Array, logits_NxM: jax.Array,
   return new_max_N, sum_N * jnp.exp(max_N - new_max_N) + jnp.sum(jnp.exp(shifted), axis=axis)
 
 
-def clip_loss_chunked(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, log_scale: jax.Array,
+def clip_loss_chunked(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array, log_scale: jax.Array,
                       axis_name: Hashable) -> jax.Array:
   """CLIP over a ring: same value and gradients as ``clip_loss``, (B/D)^2 logits per device.
 
@@ -192,33 +192,33 @@ def clip_loss_chunked(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, log_scale:
   this device's texts. Every running max starts at the matched logit, which is an entry of its
   row and of its column, so it is never above the true max and needs no -inf.
   """
-  _check_pair(img_emb_BxD, txt_emb_BxD)
+  _check_pair(img_emb_NxD, txt_emb_NxD)
   chex.assert_shape(log_scale, ())
   scale = clip_logit_scale(log_scale)
   n_dev = lax.axis_size(axis_name)
   ring = [(d, (d + 1) % n_dev) for d in range(n_dev)]
-  matched_b = matched_logits(img_emb_BxD, txt_emb_BxD, scale)
-  start_b = lax.stop_gradient(matched_b)
-  zero_b = 0.0 * start_b  # zeros that vary across devices (shard_map types the scan carry)
+  matched_n = matched_logits(img_emb_NxD, txt_emb_NxD, scale)
+  start_n = lax.stop_gradient(matched_n)
+  zero_n = 0.0 * start_n  # zeros that vary across devices (shard_map types the scan carry)
 
   @jax.checkpoint
-  def visit(txt_bxD, col_max_b, col_sum_b, row_max_b, row_sum_b):
-    logits_bxb = pairwise_logits(img_emb_BxD, txt_bxD, scale)
-    row_max_b, row_sum_b = _online_logsumexp(row_max_b, row_sum_b, logits_bxb, axis=1)
-    col_max_b, col_sum_b = _online_logsumexp(col_max_b, col_sum_b, logits_bxb, axis=0)
-    return col_max_b, col_sum_b, row_max_b, row_sum_b
+  def visit(txt_nxD, col_max_n, col_sum_n, row_max_n, row_sum_n):
+    logits_nxn = pairwise_logits(img_emb_NxD, txt_nxD, scale)
+    row_max_n, row_sum_n = _online_logsumexp(row_max_n, row_sum_n, logits_nxn, axis=1)
+    col_max_n, col_sum_n = _online_logsumexp(col_max_n, col_sum_n, logits_nxn, axis=0)
+    return col_max_n, col_sum_n, row_max_n, row_sum_n
 
   def step(carry, _):
-    txt_bxD, col_max_b, col_sum_b, row_max_b, row_sum_b = carry
-    col_max_b, col_sum_b, row_max_b, row_sum_b = visit(*carry)
-    travelling = lax.ppermute((txt_bxD, col_max_b, col_sum_b), axis_name, perm=ring)
-    return (*travelling, row_max_b, row_sum_b), None
+    txt_nxD, col_max_n, col_sum_n, row_max_n, row_sum_n = carry
+    col_max_n, col_sum_n, row_max_n, row_sum_n = visit(*carry)
+    travelling = lax.ppermute((txt_nxD, col_max_n, col_sum_n), axis_name, perm=ring)
+    return (*travelling, row_max_n, row_sum_n), None
 
-  carry = (txt_emb_BxD, start_b, zero_b, start_b, zero_b)
-  (_, col_max_b, col_sum_b, row_max_b, row_sum_b), _ = lax.scan(step, carry, None, length=n_dev)
-  partial = (jnp.sum(row_max_b + jnp.log(row_sum_b)) + jnp.sum(col_max_b + jnp.log(col_sum_b)) -
-             2 * jnp.sum(matched_b))
-  return _global_mean(partial, img_emb_BxD.shape[0], axis_name) / 2
+  carry = (txt_emb_NxD, start_n, zero_n, start_n, zero_n)
+  (_, col_max_n, col_sum_n, row_max_n, row_sum_n), _ = lax.scan(step, carry, None, length=n_dev)
+  partial = (jnp.sum(row_max_n + jnp.log(row_sum_n)) + jnp.sum(col_max_n + jnp.log(col_sum_n)) -
+             2 * jnp.sum(matched_n))
+  return _global_mean(partial, img_emb_NxD.shape[0], axis_name) / 2
 
 
 # -- CLIP, single device, hand-written backward --------------------------------------------------
@@ -228,7 +228,7 @@ def clip_loss_chunked(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, log_scale:
 _MIN_COLUMN_SUM = 2.0 ** -64
 
 
-def _fused_forward(img_emb_BxD, txt_emb_BxD, scale):
+def _fused_forward(img_emb_NxD, txt_emb_NxD, scale):
   """Loss and residuals of ``_clip_fused_core``: one B x B product and one exp pass over it.
 
   E = exp(L - rowmax) gives the image -> text logsumexp (row sums, each >= 1). The text -> image
@@ -237,29 +237,29 @@ def _fused_forward(img_emb_BxD, txt_emb_BxD, scale):
   ``_MIN_COLUMN_SUM`` the column logsumexps are recomputed exactly (``lax.cond``; that branch
   recomputes the logits, so that E can overwrite them, and is never wrong).
   """
-  logits_BxB = pairwise_logits(img_emb_BxD, txt_emb_BxD, scale)
-  rowmax_B = jnp.max(logits_BxB, axis=1)
-  exp_BxB = jnp.exp(logits_BxB - rowmax_B[:, None])
-  row_lse_B = rowmax_B + jnp.log(jnp.sum(exp_BxB, axis=1))
+  logits_NxN = pairwise_logits(img_emb_NxD, txt_emb_NxD, scale)
+  rowmax_N = jnp.max(logits_NxN, axis=1)
+  exp_NxN = jnp.exp(logits_NxN - rowmax_N[:, None])
+  row_lse_N = rowmax_N + jnp.log(jnp.sum(exp_NxN, axis=1))
   # The barrier keeps XLA from turning max(rowmax) into one more pass over the logits.
-  globalmax = jnp.max(lax.optimization_barrier(rowmax_B))
+  globalmax = jnp.max(lax.optimization_barrier(rowmax_N))
   # w^T E rather than E^T w: XLA:CPU copies a transposed E for the latter (10x slower here).
-  colsum_B = jnp.exp(rowmax_B - globalmax) @ exp_BxB
-  exact = jnp.any(colsum_B < _MIN_COLUMN_SUM)
-  col_lse_B = lax.cond(
+  colsum_N = jnp.exp(rowmax_N - globalmax) @ exp_NxN
+  exact = jnp.any(colsum_N < _MIN_COLUMN_SUM)
+  col_lse_N = lax.cond(
       exact,
-      lambda: jax.nn.logsumexp(pairwise_logits(img_emb_BxD, txt_emb_BxD, scale), axis=0),
-      lambda: globalmax + jnp.log(colsum_B))
-  n = img_emb_BxD.shape[0]
-  loss = (jnp.sum(row_lse_B) + jnp.sum(col_lse_B) -
-          2 * jnp.sum(matched_logits(img_emb_BxD, txt_emb_BxD, scale))) / (2 * n)
-  return loss, (img_emb_BxD, txt_emb_BxD, scale, exp_BxB, rowmax_B, row_lse_B, col_lse_B, exact)
+      lambda: jax.nn.logsumexp(pairwise_logits(img_emb_NxD, txt_emb_NxD, scale), axis=0),
+      lambda: globalmax + jnp.log(colsum_N))
+  n = img_emb_NxD.shape[0]
+  loss = (jnp.sum(row_lse_N) + jnp.sum(col_lse_N) -
+          2 * jnp.sum(matched_logits(img_emb_NxD, txt_emb_NxD, scale))) / (2 * n)
+  return loss, (img_emb_NxD, txt_emb_NxD, scale, exp_NxN, rowmax_N, row_lse_N, col_lse_N, exact)
 
 
 @jax.custom_vjp
-def _clip_fused_core(img_emb_BxD, txt_emb_BxD, scale):
+def _clip_fused_core(img_emb_NxD, txt_emb_NxD, scale):
   """``clip_loss`` (single device) as a function of the scale: see ``clip_loss_fused``."""
-  return _fused_forward(img_emb_BxD, txt_emb_BxD, scale)[0]
+  return _fused_forward(img_emb_NxD, txt_emb_NxD, scale)[0]
 
 
 def _fused_backward(residuals, g):
@@ -272,42 +272,42 @@ def _fused_backward(residuals, g):
   d_scale = sum(img * G); d_txt = scale dL^T @ img: two B x B x D products, no logits. The exact
   branch (a column sum underflowed) recomputes the logits for softmax_col.
   """
-  img_emb_BxD, txt_emb_BxD, scale, exp_BxB, rowmax_B, row_lse_B, col_lse_B, exact = residuals
-  n = img_emb_BxD.shape[0]
+  img_emb_NxD, txt_emb_NxD, scale, exp_NxN, rowmax_N, row_lse_N, col_lse_N, exact = residuals
+  n = img_emb_NxD.shape[0]
   coef = g / (2 * n)
-  row_B = coef * jnp.exp(rowmax_B - row_lse_B)
+  row_N = coef * jnp.exp(rowmax_N - row_lse_N)
 
-  def products(s_BxB):
+  def products(s_NxN):
     """``S @ txt`` and ``(img^T S)^T``, both as plain (row-contracting) dots: XLA:CPU runs a dot
     whose left operand contracts its rows ~1.5x slower (8192 x 8192 x 256 here), so img^T is laid
     out explicitly and the barriers keep the transposes from being folded back into the dot."""
-    s_txt_BxD = jnp.einsum("ij,jd->id", s_BxB, txt_emb_BxD, preferred_element_type=jnp.float32)
-    img_DxB = lax.optimization_barrier(img_emb_BxD.T)
-    s_img_DxB = jnp.einsum("di,ij->dj", img_DxB, s_BxB, preferred_element_type=jnp.float32)
-    return s_txt_BxD, lax.optimization_barrier(s_img_DxB).T
+    s_txt_NxD = jnp.einsum("ij,jd->id", s_NxN, txt_emb_NxD, preferred_element_type=jnp.float32)
+    img_DxN = lax.optimization_barrier(img_emb_NxD.T)
+    s_img_DxN = jnp.einsum("di,ij->dj", img_DxN, s_NxN, preferred_element_type=jnp.float32)
+    return s_txt_NxD, lax.optimization_barrier(s_img_DxN).T
 
   def shared():
-    globalmax = jnp.max(rowmax_B)
-    col_B = jnp.exp(globalmax - col_lse_B)
-    w_B = coef * jnp.exp(rowmax_B - globalmax)
-    return products(exp_BxB * (row_B[:, None] + w_B[:, None] * col_B))
+    globalmax = jnp.max(rowmax_N)
+    col_N = jnp.exp(globalmax - col_lse_N)
+    w_N = coef * jnp.exp(rowmax_N - globalmax)
+    return products(exp_NxN * (row_N[:, None] + w_N[:, None] * col_N))
 
   def recomputed():
-    logits_BxB = pairwise_logits(img_emb_BxD, txt_emb_BxD, scale)
-    return products(exp_BxB * row_B[:, None] + coef * jnp.exp(logits_BxB - col_lse_B))
+    logits_NxN = pairwise_logits(img_emb_NxD, txt_emb_NxD, scale)
+    return products(exp_NxN * row_N[:, None] + coef * jnp.exp(logits_NxN - col_lse_N))
 
-  s_txt_BxD, s_img_BxD = lax.cond(exact, recomputed, shared)
-  g_BxD = s_txt_BxD - (2 * coef) * txt_emb_BxD
-  d_txt_BxD = scale * (s_img_BxD - (2 * coef) * img_emb_BxD)
-  d_scale = jnp.sum(img_emb_BxD * g_BxD)
-  return ((scale * g_BxD).astype(img_emb_BxD.dtype), d_txt_BxD.astype(txt_emb_BxD.dtype),
+  s_txt_NxD, s_img_NxD = lax.cond(exact, recomputed, shared)
+  g_NxD = s_txt_NxD - (2 * coef) * txt_emb_NxD
+  d_txt_NxD = scale * (s_img_NxD - (2 * coef) * img_emb_NxD)
+  d_scale = jnp.sum(img_emb_NxD * g_NxD)
+  return ((scale * g_NxD).astype(img_emb_NxD.dtype), d_txt_NxD.astype(txt_emb_NxD.dtype),
           d_scale.astype(jnp.result_type(scale)))
 
 
 _clip_fused_core.defvjp(_fused_forward, _fused_backward)
 
 
-def clip_loss_fused(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array,
+def clip_loss_fused(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array,
                     log_scale: jax.Array) -> jax.Array:
   """``clip_loss(img, txt, log_scale)`` on one device, same value and gradients, less work.
 
@@ -316,9 +316,9 @@ def clip_loss_fused(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array,
   it (``jax.custom_vjp``): three B x B x D products, a few passes over one B x B buffer. The scale
   ``exp(log_scale)`` stays outside the custom rule, so its gradient is autodiff's.
   """
-  _check_pair(img_emb_BxD, txt_emb_BxD)
+  _check_pair(img_emb_NxD, txt_emb_NxD)
   chex.assert_shape(log_scale, ())
-  return _clip_fused_core(img_emb_BxD, txt_emb_BxD, clip_logit_scale(log_scale))
+  return _clip_fused_core(img_emb_NxD, txt_emb_NxD, clip_logit_scale(log_scale))
 
 
 # -- tiled losses, single device: never the B x B logits ------------------------------------------
@@ -334,87 +334,87 @@ def _check_tile(tile: int) -> int:
   return int(tile)
 
 
-def _column_tiles(x_BxD: jax.Array, tile: int) -> Tuple[jax.Array, Optional[jax.Array]]:
-  """Rows of ``x`` as N = ceil(B / tile) tiles (N x tile x D, the last one padded with zero rows),
-  and which rows are real (N x tile booleans; None when B is a multiple of ``tile``)."""
-  batch, dim = x_BxD.shape
+def _column_tiles(x_NxD: jax.Array, tile: int) -> Tuple[jax.Array, Optional[jax.Array]]:
+  """Rows of ``x`` as J = ceil(N / tile) tiles (J x tile x D, the last one padded with zero rows),
+  and which rows are real (J x tile booleans; None when N is a multiple of ``tile``)."""
+  batch, dim = x_NxD.shape
   pad = -batch % tile
   if not pad:
-    return x_BxD.reshape(-1, tile, dim), None
-  x_NxTxD = jnp.pad(x_BxD, ((0, pad), (0, 0))).reshape(-1, tile, dim)
-  return x_NxTxD, (jnp.arange(batch + pad) < batch).reshape(-1, tile)
+    return x_NxD.reshape(-1, tile, dim), None
+  x_JxTxD = jnp.pad(x_NxD, ((0, pad), (0, 0))).reshape(-1, tile, dim)
+  return x_JxTxD, (jnp.arange(batch + pad) < batch).reshape(-1, tile)
 
 
-def _tile_logits(scaled_a_BxD: jax.Array, b_TxD: jax.Array, valid_T: Optional[jax.Array],
+def _tile_logits(scaled_a_NxD: jax.Array, b_TxD: jax.Array, valid_T: Optional[jax.Array],
                  bias: jax.Array | float = 0.0) -> jax.Array:
   """One B x T block of logits (``scale`` already applied to ``a``); padded columns are -inf, so
   that they add nothing to any sum of exp, softplus or sigmoid."""
-  logits_BxT = jnp.einsum("bd,td->bt", scaled_a_BxD, b_TxD,
+  logits_NxT = jnp.einsum("bd,td->bt", scaled_a_NxD, b_TxD,
                           preferred_element_type=jnp.float32) + bias
-  return logits_BxT if valid_T is None else jnp.where(valid_T[None, :], logits_BxT, -jnp.inf)
+  return logits_NxT if valid_T is None else jnp.where(valid_T[None, :], logits_NxT, -jnp.inf)
 
 
-def _transposed(x_BxD: jax.Array) -> jax.Array:
+def _transposed(x_NxD: jax.Array) -> jax.Array:
   """``x.T`` laid out as such (the barrier keeps XLA from folding the transpose into a dot)."""
-  return lax.optimization_barrier(x_BxD.T)
+  return lax.optimization_barrier(x_NxD.T)
 
 
-def _tile_products(g_BxD: jax.Array, d_logits_BxT: jax.Array, txt_TxD: jax.Array,
-                   img_DxB: jax.Array) -> Tuple[jax.Array, jax.Array]:
+def _tile_products(g_NxD: jax.Array, d_logits_NxT: jax.Array, txt_TxD: jax.Array,
+                   img_DxN: jax.Array) -> Tuple[jax.Array, jax.Array]:
   """The backward pass's two products with one block's logit cotangent: ``g += dL @ txt_block``
   and this block's ``(dL^T @ img)^T = img^T @ dL`` (D x T). Both are plain row-contracting dots:
   XLA:CPU ran ``dL^T @ img`` (left operand contracting its rows) up to 1.6x slower here
   (B = 8192, tile 1024, D = 256), and the whole CLIP forward + backward ~10% slower."""
-  g_BxD = g_BxD + jnp.einsum("bt,td->bd", d_logits_BxT, txt_TxD,
+  g_NxD = g_NxD + jnp.einsum("bt,td->bd", d_logits_NxT, txt_TxD,
                              preferred_element_type=jnp.float32)
-  return g_BxD, jnp.einsum("db,bt->dt", img_DxB, d_logits_BxT, preferred_element_type=jnp.float32)
+  return g_NxD, jnp.einsum("db,bt->dt", img_DxN, d_logits_NxT, preferred_element_type=jnp.float32)
 
 
-def _untile_transposed(x_NxDxT: jax.Array, batch: int) -> jax.Array:
+def _untile_transposed(x_JxDxT: jax.Array, batch: int) -> jax.Array:
   """Per-tile D x T blocks (a scan's stacked outputs) back to the B x D rows they belong to."""
-  return jnp.swapaxes(x_NxDxT, 1, 2).reshape(-1, x_NxDxT.shape[1])[:batch]
+  return jnp.swapaxes(x_JxDxT, 1, 2).reshape(-1, x_JxDxT.shape[1])[:batch]
 
 
-def _clip_tiled_forward(img_emb_BxD, txt_emb_BxD, scale, tile):
+def _clip_tiled_forward(img_emb_NxD, txt_emb_NxD, scale, tile):
   """``sum_i logsumexp(row i) + sum_j logsumexp(column j)`` of the B x B logits, one B x tile block
   at a time: the rows' logsumexp accumulated online (running max and rescaled sum), each block's
   columns complete (a block holds every row of its columns). The residuals keep every max and sum
   of exp apart (2B + 2B numbers): the backward pass takes its softmax as exp(L - max) / sum, whose
   exponent is exact near the max, not as exp(L - logsumexp), which at a logit scale of 300 loses
   ~1e-5 to the rounding of the logsumexp."""
-  txt_NxTxD, valid_NxT = _column_tiles(txt_emb_BxD, tile)
-  scaled_img_BxD = scale * img_emb_BxD
+  txt_JxTxD, valid_JxT = _column_tiles(txt_emb_NxD, tile)
+  scaled_img_NxD = scale * img_emb_NxD
 
   def body(carry, tile_xs):
-    row_max_B, row_sum_B = carry
+    row_max_N, row_sum_N = carry
     txt_TxD, valid_T = tile_xs
-    logits_BxT = _tile_logits(scaled_img_BxD, txt_TxD, valid_T)
-    new_max_B = jnp.maximum(row_max_B, jnp.max(logits_BxT, axis=1))
-    row_sum_B = (row_sum_B * jnp.exp(row_max_B - new_max_B) +
-                 jnp.sum(jnp.exp(logits_BxT - new_max_B[:, None]), axis=1))
-    col_max_T = jnp.max(logits_BxT, axis=0)
+    logits_NxT = _tile_logits(scaled_img_NxD, txt_TxD, valid_T)
+    new_max_N = jnp.maximum(row_max_N, jnp.max(logits_NxT, axis=1))
+    row_sum_N = (row_sum_N * jnp.exp(row_max_N - new_max_N) +
+                 jnp.sum(jnp.exp(logits_NxT - new_max_N[:, None]), axis=1))
+    col_max_T = jnp.max(logits_NxT, axis=0)
     if valid_T is not None:  # padded columns (all -inf): max 0, sum of exp 1, so logsumexp 0
       col_max_T = jnp.where(valid_T, col_max_T, 0.0)
-    col_sum_T = jnp.sum(jnp.exp(logits_BxT - col_max_T[None, :]), axis=0)
+    col_sum_T = jnp.sum(jnp.exp(logits_NxT - col_max_T[None, :]), axis=0)
     if valid_T is not None:
       col_sum_T = jnp.where(valid_T, col_sum_T, 1.0)
-    return (new_max_B, row_sum_B), (col_max_T, col_sum_T)
+    return (new_max_N, row_sum_N), (col_max_T, col_sum_T)
 
-  batch = img_emb_BxD.shape[0]
+  batch = img_emb_NxD.shape[0]
   start = (jnp.full((batch,), -jnp.inf, jnp.float32), jnp.zeros((batch,), jnp.float32))
-  (row_max_B, row_sum_B), (col_max_NxT, col_sum_NxT) = lax.scan(body, start,
-                                                                (txt_NxTxD, valid_NxT))
-  lse_sum = (jnp.sum(row_max_B + jnp.log(row_sum_B)) +
-             jnp.sum(col_max_NxT + jnp.log(col_sum_NxT)))
-  return lse_sum, (img_emb_BxD, txt_emb_BxD, scale, row_max_B, row_sum_B, col_max_NxT,
-                   col_sum_NxT)
+  (row_max_N, row_sum_N), (col_max_JxT, col_sum_JxT) = lax.scan(body, start,
+                                                                (txt_JxTxD, valid_JxT))
+  lse_sum = (jnp.sum(row_max_N + jnp.log(row_sum_N)) +
+             jnp.sum(col_max_JxT + jnp.log(col_sum_JxT)))
+  return lse_sum, (img_emb_NxD, txt_emb_NxD, scale, row_max_N, row_sum_N, col_max_JxT,
+                   col_sum_JxT)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _clip_tiled_core(img_emb_BxD, txt_emb_BxD, scale, tile):
+def _clip_tiled_core(img_emb_NxD, txt_emb_NxD, scale, tile):
   """The rows' and columns' logsumexp summed (see ``_clip_tiled_forward``), with a backward pass
   that recomputes each block instead of storing it."""
-  return _clip_tiled_forward(img_emb_BxD, txt_emb_BxD, scale, tile)[0]
+  return _clip_tiled_forward(img_emb_NxD, txt_emb_NxD, scale, tile)[0]
 
 
 def _clip_tiled_backward(tile, residuals, g):
@@ -422,31 +422,31 @@ def _clip_tiled_backward(tile, residuals, g):
   exp(L - col_max_j) / col_sum_j, from the recomputed logits and the stored statistics. G = sum
   over blocks of dL @ txt_block gives d_img = scale G and d_scale = sum(img * G); each block's
   d_txt = scale dL^T @ img is a scan output."""
-  img_emb_BxD, txt_emb_BxD, scale, row_max_B, row_sum_B, col_max_NxT, col_sum_NxT = residuals
-  txt_NxTxD, valid_NxT = _column_tiles(txt_emb_BxD, tile)
-  scaled_img_BxD = scale * img_emb_BxD
-  img_DxB = _transposed(img_emb_BxD)
-  row_coef_B = g / row_sum_B
+  img_emb_NxD, txt_emb_NxD, scale, row_max_N, row_sum_N, col_max_JxT, col_sum_JxT = residuals
+  txt_JxTxD, valid_JxT = _column_tiles(txt_emb_NxD, tile)
+  scaled_img_NxD = scale * img_emb_NxD
+  img_DxN = _transposed(img_emb_NxD)
+  row_coef_N = g / row_sum_N
 
-  def body(g_BxD, tile_xs):
+  def body(g_NxD, tile_xs):
     txt_TxD, valid_T, col_max_T, col_sum_T = tile_xs
-    logits_BxT = _tile_logits(scaled_img_BxD, txt_TxD, valid_T)
-    d_logits_BxT = (jnp.exp(logits_BxT - row_max_B[:, None]) * row_coef_B[:, None] +
-                    jnp.exp(logits_BxT - col_max_T[None, :]) * (g / col_sum_T)[None, :])
-    return _tile_products(g_BxD, d_logits_BxT, txt_TxD, img_DxB)
+    logits_NxT = _tile_logits(scaled_img_NxD, txt_TxD, valid_T)
+    d_logits_NxT = (jnp.exp(logits_NxT - row_max_N[:, None]) * row_coef_N[:, None] +
+                    jnp.exp(logits_NxT - col_max_T[None, :]) * (g / col_sum_T)[None, :])
+    return _tile_products(g_NxD, d_logits_NxT, txt_TxD, img_DxN)
 
-  g_BxD, d_txt_NxDxT = lax.scan(body, jnp.zeros(img_emb_BxD.shape, jnp.float32),
-                                (txt_NxTxD, valid_NxT, col_max_NxT, col_sum_NxT))
-  d_txt_BxD = scale * _untile_transposed(d_txt_NxDxT, img_emb_BxD.shape[0])
-  d_scale = jnp.sum(img_emb_BxD * g_BxD)
-  return ((scale * g_BxD).astype(img_emb_BxD.dtype), d_txt_BxD.astype(txt_emb_BxD.dtype),
+  g_NxD, d_txt_JxDxT = lax.scan(body, jnp.zeros(img_emb_NxD.shape, jnp.float32),
+                                (txt_JxTxD, valid_JxT, col_max_JxT, col_sum_JxT))
+  d_txt_NxD = scale * _untile_transposed(d_txt_JxDxT, img_emb_NxD.shape[0])
+  d_scale = jnp.sum(img_emb_NxD * g_NxD)
+  return ((scale * g_NxD).astype(img_emb_NxD.dtype), d_txt_NxD.astype(txt_emb_NxD.dtype),
           d_scale.astype(jnp.result_type(scale)))
 
 
 _clip_tiled_core.defvjp(_clip_tiled_forward, _clip_tiled_backward)
 
 
-def clip_loss_tiled(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, log_scale: jax.Array,
+def clip_loss_tiled(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array, log_scale: jax.Array,
                     tile: int = DEFAULT_TILE) -> jax.Array:
   """``clip_loss(img, txt, log_scale)`` on one device without the B x B logits.
 
@@ -457,49 +457,49 @@ def clip_loss_tiled(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, log_scale: j
   of 6). B need not be a multiple of ``tile``: the last block is padded and its padding masked;
   ``tile`` > B means a single block.
   """
-  _check_pair(img_emb_BxD, txt_emb_BxD)
+  _check_pair(img_emb_NxD, txt_emb_NxD)
   chex.assert_shape(log_scale, ())
-  batch = img_emb_BxD.shape[0]
+  batch = img_emb_NxD.shape[0]
   tile = min(_check_tile(tile), batch)
   scale = clip_logit_scale(log_scale)
-  lse_sum = _clip_tiled_core(img_emb_BxD, txt_emb_BxD, scale, tile)
-  return (lse_sum - 2 * jnp.sum(matched_logits(img_emb_BxD, txt_emb_BxD, scale))) / (2 * batch)
+  lse_sum = _clip_tiled_core(img_emb_NxD, txt_emb_NxD, scale, tile)
+  return (lse_sum - 2 * jnp.sum(matched_logits(img_emb_NxD, txt_emb_NxD, scale))) / (2 * batch)
 
 
 # -- SigLIP -------------------------------------------------------------------------------------
 # -log sigmoid(z x) is softplus(x) for a negative pair (z = -1) and softplus(x) - x for a positive
 # one, so the loss is a sum of softplus over every block of pairs minus the sum of the matched
 # logits: no B x B label mask is built (XLA would materialise it next to the logits).
-def _softplus_block_sum(img_bxD: jax.Array, txt_cxD: jax.Array, t_prime: jax.Array,
+def _softplus_block_sum(img_nxD: jax.Array, txt_cxD: jax.Array, t_prime: jax.Array,
                         bias: jax.Array) -> jax.Array:
   """``sum softplus(logits)`` over one block of pairs, as if all of them were negatives."""
-  return jnp.sum(jax.nn.softplus(pairwise_logits(img_bxD, txt_cxD, jnp.exp(t_prime), bias)))
+  return jnp.sum(jax.nn.softplus(pairwise_logits(img_nxD, txt_cxD, jnp.exp(t_prime), bias)))
 
 
-def _siglip_positives(img_bxD, txt_bxD, t_prime, bias) -> jax.Array:
+def _siglip_positives(img_nxD, txt_nxD, t_prime, bias) -> jax.Array:
   """Correction for the matching pairs (the rows this device holds): ``-sum matched logits``."""
-  return -jnp.sum(matched_logits(img_bxD, txt_bxD, jnp.exp(t_prime), bias))
+  return -jnp.sum(matched_logits(img_nxD, txt_nxD, jnp.exp(t_prime), bias))
 
 
-def _check_siglip(img_emb_BxD, txt_emb_BxD, t_prime, bias) -> None:
-  _check_pair(img_emb_BxD, txt_emb_BxD)
+def _check_siglip(img_emb_NxD, txt_emb_NxD, t_prime, bias) -> None:
+  _check_pair(img_emb_NxD, txt_emb_NxD)
   chex.assert_shape([t_prime, bias], ())
 
 
-def siglip_loss(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, t_prime: jax.Array,
+def siglip_loss(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array, t_prime: jax.Array,
                 bias: jax.Array, axis_name: Optional[Hashable] = None) -> jax.Array:
   """Pairwise sigmoid loss (SigLIP): sum over all B^2 pairs divided by the global batch size B.
 
   With ``axis_name``: local images against all (gathered) texts; each pair is counted once.
   """
-  _check_siglip(img_emb_BxD, txt_emb_BxD, t_prime, bias)
-  all_txt_BxD = _gather(txt_emb_BxD, axis_name)
-  partial = (_softplus_block_sum(img_emb_BxD, all_txt_BxD, t_prime, bias) +
-             _siglip_positives(img_emb_BxD, txt_emb_BxD, t_prime, bias))
-  return _global_mean(partial, img_emb_BxD.shape[0], axis_name)
+  _check_siglip(img_emb_NxD, txt_emb_NxD, t_prime, bias)
+  all_txt_NxD = _gather(txt_emb_NxD, axis_name)
+  partial = (_softplus_block_sum(img_emb_NxD, all_txt_NxD, t_prime, bias) +
+             _siglip_positives(img_emb_NxD, txt_emb_NxD, t_prime, bias))
+  return _global_mean(partial, img_emb_NxD.shape[0], axis_name)
 
 
-def siglip_loss_chunked(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, t_prime: jax.Array,
+def siglip_loss_chunked(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array, t_prime: jax.Array,
                         bias: jax.Array, axis_name: Hashable) -> jax.Array:
   """SigLIP over a ring: same value and gradients as ``siglip_loss``, (B/D)^2 logits per device.
 
@@ -510,77 +510,77 @@ def siglip_loss_chunked(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, t_prime:
   scan (a peeled first block got buffers of its own: at B = 32768 on 8 devices, 172 MB of
   temporaries instead of 113 MB).
   """
-  _check_siglip(img_emb_BxD, txt_emb_BxD, t_prime, bias)
+  _check_siglip(img_emb_NxD, txt_emb_NxD, t_prime, bias)
   n_dev = lax.axis_size(axis_name)
   ring = [(d, (d + 1) % n_dev) for d in range(n_dev)]
   block_sum = jax.checkpoint(
-      lambda txt_bxD: _softplus_block_sum(img_emb_BxD, txt_bxD, t_prime, bias))
+      lambda txt_nxD: _softplus_block_sum(img_emb_NxD, txt_nxD, t_prime, bias))
 
   def step(carry, _):
-    txt_bxD, partial = carry
-    partial = partial + block_sum(txt_bxD)
-    return (lax.ppermute(txt_bxD, axis_name, perm=ring), partial), None
+    txt_nxD, partial = carry
+    partial = partial + block_sum(txt_nxD)
+    return (lax.ppermute(txt_nxD, axis_name, perm=ring), partial), None
 
-  partial = _siglip_positives(img_emb_BxD, txt_emb_BxD, t_prime, bias)
-  (_, partial), _ = lax.scan(step, (txt_emb_BxD, partial), None, length=n_dev)
-  return _global_mean(partial, img_emb_BxD.shape[0], axis_name)
+  partial = _siglip_positives(img_emb_NxD, txt_emb_NxD, t_prime, bias)
+  (_, partial), _ = lax.scan(step, (txt_emb_NxD, partial), None, length=n_dev)
+  return _global_mean(partial, img_emb_NxD.shape[0], axis_name)
 
 
-def _siglip_tiled_forward(img_emb_BxD, txt_emb_BxD, scale, bias, tile):
+def _siglip_tiled_forward(img_emb_NxD, txt_emb_NxD, scale, bias, tile):
   """``sum softplus(logits)`` over all B^2 pairs, one B x tile block at a time."""
-  txt_NxTxD, valid_NxT = _column_tiles(txt_emb_BxD, tile)
-  scaled_img_BxD = scale * img_emb_BxD
+  txt_JxTxD, valid_JxT = _column_tiles(txt_emb_NxD, tile)
+  scaled_img_NxD = scale * img_emb_NxD
 
   def body(total, tile_xs):
     txt_TxD, valid_T = tile_xs
-    logits_BxT = _tile_logits(scaled_img_BxD, txt_TxD, valid_T, bias)
-    return total + jnp.sum(jax.nn.softplus(logits_BxT)), None
+    logits_NxT = _tile_logits(scaled_img_NxD, txt_TxD, valid_T, bias)
+    return total + jnp.sum(jax.nn.softplus(logits_NxT)), None
 
-  total, _ = lax.scan(body, jnp.zeros((), jnp.float32), (txt_NxTxD, valid_NxT))
-  return total, (img_emb_BxD, txt_emb_BxD, scale, bias)
+  total, _ = lax.scan(body, jnp.zeros((), jnp.float32), (txt_JxTxD, valid_JxT))
+  return total, (img_emb_NxD, txt_emb_NxD, scale, bias)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _siglip_tiled_core(img_emb_BxD, txt_emb_BxD, scale, bias, tile):
-  return _siglip_tiled_forward(img_emb_BxD, txt_emb_BxD, scale, bias, tile)[0]
+def _siglip_tiled_core(img_emb_NxD, txt_emb_NxD, scale, bias, tile):
+  return _siglip_tiled_forward(img_emb_NxD, txt_emb_NxD, scale, bias, tile)[0]
 
 
 def _siglip_tiled_backward(tile, residuals, g):
   """Per block: dL = g sigmoid(L) from the recomputed logits; G = sum of dL @ txt_block gives
   d_img = scale G and d_scale = sum(img * G); d_bias = sum dL; d_txt per block as a scan output."""
-  img_emb_BxD, txt_emb_BxD, scale, bias = residuals
-  txt_NxTxD, valid_NxT = _column_tiles(txt_emb_BxD, tile)
-  scaled_img_BxD = scale * img_emb_BxD
-  img_DxB = _transposed(img_emb_BxD)
+  img_emb_NxD, txt_emb_NxD, scale, bias = residuals
+  txt_JxTxD, valid_JxT = _column_tiles(txt_emb_NxD, tile)
+  scaled_img_NxD = scale * img_emb_NxD
+  img_DxN = _transposed(img_emb_NxD)
 
   def body(carry, tile_xs):
-    g_BxD, d_bias = carry
+    g_NxD, d_bias = carry
     txt_TxD, valid_T = tile_xs
-    d_logits_BxT = g * jax.nn.sigmoid(_tile_logits(scaled_img_BxD, txt_TxD, valid_T, bias))
-    g_BxD, d_txt_DxT = _tile_products(g_BxD, d_logits_BxT, txt_TxD, img_DxB)
-    return (g_BxD, d_bias + jnp.sum(d_logits_BxT)), d_txt_DxT
+    d_logits_NxT = g * jax.nn.sigmoid(_tile_logits(scaled_img_NxD, txt_TxD, valid_T, bias))
+    g_NxD, d_txt_DxT = _tile_products(g_NxD, d_logits_NxT, txt_TxD, img_DxN)
+    return (g_NxD, d_bias + jnp.sum(d_logits_NxT)), d_txt_DxT
 
-  start = (jnp.zeros(img_emb_BxD.shape, jnp.float32), jnp.zeros((), jnp.float32))
-  (g_BxD, d_bias), d_txt_NxDxT = lax.scan(body, start, (txt_NxTxD, valid_NxT))
-  d_txt_BxD = scale * _untile_transposed(d_txt_NxDxT, img_emb_BxD.shape[0])
-  d_scale = jnp.sum(img_emb_BxD * g_BxD)
-  return ((scale * g_BxD).astype(img_emb_BxD.dtype), d_txt_BxD.astype(txt_emb_BxD.dtype),
+  start = (jnp.zeros(img_emb_NxD.shape, jnp.float32), jnp.zeros((), jnp.float32))
+  (g_NxD, d_bias), d_txt_JxDxT = lax.scan(body, start, (txt_JxTxD, valid_JxT))
+  d_txt_NxD = scale * _untile_transposed(d_txt_JxDxT, img_emb_NxD.shape[0])
+  d_scale = jnp.sum(img_emb_NxD * g_NxD)
+  return ((scale * g_NxD).astype(img_emb_NxD.dtype), d_txt_NxD.astype(txt_emb_NxD.dtype),
           d_scale.astype(jnp.result_type(scale)), d_bias.astype(jnp.result_type(bias)))
 
 
 _siglip_tiled_core.defvjp(_siglip_tiled_forward, _siglip_tiled_backward)
 
 
-def siglip_loss_tiled(img_emb_BxD: jax.Array, txt_emb_BxD: jax.Array, t_prime: jax.Array,
+def siglip_loss_tiled(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array, t_prime: jax.Array,
                       bias: jax.Array, tile: int = DEFAULT_TILE) -> jax.Array:
   """``siglip_loss(img, txt, t_prime, bias)`` on one device without the B x B logits: the softplus
   sum over ceil(B / tile) blocks of B x tile logits in a ``lax.scan``, each block recomputed in the
   backward pass (``jax.custom_vjp``). Same conventions as ``clip_loss_tiled``."""
-  _check_siglip(img_emb_BxD, txt_emb_BxD, t_prime, bias)
-  batch = img_emb_BxD.shape[0]
+  _check_siglip(img_emb_NxD, txt_emb_NxD, t_prime, bias)
+  batch = img_emb_NxD.shape[0]
   tile = min(_check_tile(tile), batch)
-  total = _siglip_tiled_core(img_emb_BxD, txt_emb_BxD, jnp.exp(t_prime), bias, tile)
-  return (total + _siglip_positives(img_emb_BxD, txt_emb_BxD, t_prime, bias)) / batch
+  total = _siglip_tiled_core(img_emb_NxD, txt_emb_NxD, jnp.exp(t_prime), bias, tile)
+  return (total + _siglip_positives(img_emb_NxD, txt_emb_NxD, t_prime, bias)) / batch
 
 
 # -- choosing a loss by batch size ----------------------------------------------------------------
