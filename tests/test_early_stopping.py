@@ -33,8 +33,9 @@ def val_acc(params):
 
 def _fit(steps, early=None, ckpt_dir=None, batches=batch_at):
   params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
-  cfg = train.TrainConfig(steps=steps, log_every=1000, checkpoint_dir=ckpt_dir, checkpoint_every=4,
-                          early_stopping=early)
+  metrics = None if ckpt_dir is None else f"{ckpt_dir}/metrics.jsonl"
+  cfg = train.TrainConfig(steps=steps, log_every=3, checkpoint_dir=ckpt_dir, checkpoint_every=4,
+                          early_stopping=early, metrics_path=metrics)
   return train.fit(loss_fn, params, batches, OPT, cfg, jax.random.key(1),
                    validate=val_acc if early else None)
 
@@ -85,6 +86,14 @@ def test_a_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path, stopped):
                jax.device_get(resumed), jax.device_get(params))
   again, h3 = _fit(200, RULE, str(tmp_path))                  # finished: nothing more to run
   assert h3["steps_run"] == 0 and h3["best_step"] == history["best_step"]
+  # metrics.jsonl: every step once, in order, across the kill and the resume (the steps run
+  # after the last checkpoint before the kill were dropped and rerun), validations where run
+  import json
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records] == list(range(1, history["last_step"] + 1))
+  assert [(r["step"], r["val"]) for r in records if "val" in r] == [
+      tuple(p) for p in history["val_curve"]]
 
 
 def test_without_the_rule_the_run_goes_to_the_cap():
