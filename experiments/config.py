@@ -184,7 +184,7 @@ def parse_field(cls, name: str, raw) -> Any:
   for v in values:
     if meta["choices"] and v not in meta["choices"]:
       fail(name, text, f"unknown {v!r}; {allowed}")
-    _check_value(name, text, v, {**meta, "choices": ()}, plural)
+    _check_value(name, text, v, {**meta, "choices": ()}, "comma-separated " + plural)
   if meta["distinct"] and len(set(values)) != len(values):
     fail(name, text, allowed + ", distinct")
   return tuple(sorted(values)) if meta["sort"] else values

@@ -81,6 +81,8 @@ def _changed(cfg, field: dataclasses.Field):
   elif isinstance(value, str):
     others = [c for c in field.metadata["choices"] if c != value]
     new = others[0] if others else value + "x"
+  elif isinstance(value, tuple) and not value:
+    new = (field.metadata["choices"] or ("changed",))[:1]
   elif isinstance(value, tuple):
     new = value[:-1] if len(value) > 1 else value + value
   else:
