@@ -310,7 +310,7 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
       done = last = step + 1
       metrics_log.add(done, loss_array, aux, None if schedule is None else schedule(step))
       if early is not None and (done % early.every == 0 or done == config.steps):
-        score = float(validate(params))
+        score = float(np.float32(validate(params)))   # as the checkpoint stores it
         metrics_log.add_validation(score)
         best_score, _, bad, _ = rule["state"]
         rule["curve"][(done - 1) // early.every] = (done, score)

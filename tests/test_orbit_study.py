@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from invariance.models import TRANSLATION_MODELS
 from tests import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,8 +42,7 @@ def test_smoke_run_writes_results_with_schema(smoke):
   assert results["study"] == "orbit"
   assert {"flags", "rows", "summary", "jensen"} <= set(results)
   models = {r["model"] for r in results["rows"]}
-  assert models == {"mlp", "mlp_aug_support", "mlp_aug_full", "orbit_full", "orbit_sampled",
-                    "cnn_gap", "cnn_flat", "learned_aug"}
+  assert models == set(TRANSLATION_MODELS)
   for row in results["rows"]:
     for key in ("model", "seed", "acc_in_support", "acc_out_of_support", "invariance_error",
                 "train_seconds"):
