@@ -1,7 +1,6 @@
 """invariance.models: every orbit-study model by name builds, trains a step and evaluates."""
 import jax
 import numpy as np
-import optax
 import pytest
 
 from invariance import groups as groups_lib
@@ -14,13 +13,8 @@ BATCH = {"images": np.asarray(jax.random.uniform(jax.random.key(0), (4, 8, 8, 1)
          "labels": np.arange(4), "elements": np.arange(4).astype(np.int32)}
 
 
-@pytest.mark.parametrize("name", models.TRANSLATION_MODELS)
-def test_every_translation_model_gives_logits_and_a_finite_loss(name):
-  model = models.make(name, SPEC, T, support=np.arange(32))
-  params = model.init(jax.random.key(1), BATCH["images"][:1])
-  loss, aux = model.loss(params, BATCH, jax.random.key(2))
-  assert np.isfinite(float(loss)) and 0.0 <= float(aux["acc"]) <= 1.0
-  assert model.eval_logits(params, BATCH["images"]).shape == (4, 10)
+# Every model of models.NAMES is built, trained, evaluated and audited end to end by the orbit
+# study's smoke run (tests/test_orbit_study.py), so the unit tests here cover what it does not.
 
 
 def test_parameter_count_is_pinned():
@@ -50,13 +44,3 @@ def test_learned_shift_range_gets_the_width_reward_and_gradients():
 def test_unknown_model_is_refused():
   with pytest.raises(ValueError, match="allowed: mlp"):
     models.make("resnet", SPEC, T)
-
-
-def test_one_adam_step_lowers_the_loss_of_the_main_model():
-  model = models.make("orbit_full", SPEC, T)
-  params = model.init(jax.random.key(1), BATCH["images"][:1])
-  opt = optax.adam(1e-2)
-  loss = lambda p: model.loss(p, BATCH, jax.random.key(0))[0]
-  grads = jax.grad(loss)(params)
-  updates, _ = opt.update(grads, opt.init(params), params)
-  assert float(loss(optax.apply_updates(params, updates))) < float(loss(params))
