@@ -21,7 +21,7 @@ def _stats(params) -> dict:
 
 def _one_step(loss_fn, params, batch, learning_rate: float) -> dict:
   opt = optax.adam(learning_rate)
-  (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, _key(7))
+  (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, batch, _key(7))
   updates, _ = opt.update(grads, opt.init(params), params)
   after = optax.apply_updates(params, updates)
   return {"loss_before": float(loss), "loss_after": float(loss_fn(after, batch, _key(7))[0]),

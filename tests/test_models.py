@@ -29,13 +29,13 @@ def test_learned_shift_range_gets_the_width_reward_and_gradients():
   width = models.learned_width(model, params)
   expected = 4.0 * float(jax.nn.sigmoid(-2.0))
   assert np.isclose(width["dy"], expected) and np.isclose(width["dx"], expected)
-  grads = jax.grad(lambda p: model.loss(p, BATCH, jax.random.key(3))[0])(params)
+  grads = jax.jit(jax.grad(lambda p: model.loss(p, BATCH, jax.random.key(3))[0]))(params)
   g = np.asarray(grads["aug"]["params"]["width_logit"])
   assert np.all(np.isfinite(g)) and np.any(g != 0)
   # without the reward (the control), the penalty's contribution to the gradient vanishes
   no_reward = models.make("learned_aug", models.ModelSpec(**{**SPEC.__dict__, "aug_width_reg": 0.0}),
                           T)
-  g0 = np.asarray(jax.grad(lambda p: no_reward.loss(p, BATCH, jax.random.key(3))[0])(params)
+  g0 = np.asarray(jax.jit(jax.grad(lambda p: no_reward.loss(p, BATCH, jax.random.key(3))[0]))(params)
                   ["aug"]["params"]["width_logit"])
   reward = -0.05 * np.asarray(jax.grad(lambda w: jax.nn.sigmoid(w).sum())(np.full(2, -2.0)))
   np.testing.assert_allclose(g - g0, reward, rtol=1e-4, atol=1e-7)
