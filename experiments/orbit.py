@@ -127,9 +127,11 @@ def main(cfg: OrbitConfig):
   def data_for(seed):
     data_seed = seed if cfg.data_seed < 0 else cfg.data_seed
     if data_seed not in datasets:
-      source = sources.as_objects(sources.load_classification(cfg.dataset, data_dir=cfg.data_dir,
-                                                              seed=data_seed),
-                                  cfg.object_size, cfg.channels)
+      try:
+        loaded = sources.load_classification(cfg.dataset, data_dir=cfg.data_dir, seed=data_seed)
+      except (ValueError, FileNotFoundError) as e:
+        config.fail("dataset", cfg.dataset, str(e))
+      source = sources.as_objects(loaded, cfg.object_size, cfg.channels)
       datasets[data_seed] = orbit_data.make(
           source, group=cfg.group, canvas=cfg.canvas, support=cfg.support,
           placements_per_image=cfg.placements_per_image, val_fraction=cfg.val_fraction,
