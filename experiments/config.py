@@ -115,7 +115,7 @@ def define_flags(cls, flag_values=None) -> None:
     elem, is_tuple, _ = _kind(cls, f.name)
     help_ = f.metadata["help"]
     if f.metadata["choices"]:
-      help_ += f" Allowed: {', '.join(f.metadata['choices'])}."
+      help_ += f" Allowed: {', '.join(map(str, f.metadata['choices']))}."
     if is_tuple:
       flags.DEFINE_list(f.name, [_format(v) for v in f.default], help_, flag_values=fv)
     elif elem is bool:
@@ -145,7 +145,7 @@ def _bounds_text(meta, kind: str) -> str:
 
 def _check_value(name: str, raw, value, meta, kind: str):
   if meta["choices"] and value not in meta["choices"]:
-    fail(name, raw, f"unknown {value!r}; allowed: {', '.join(meta['choices'])}")
+    fail(name, raw, f"unknown {value!r}; allowed: {', '.join(map(str, meta['choices']))}")
   if isinstance(value, (int, float)) and not isinstance(value, bool):
     ok = (math.isfinite(value) and (meta["low"] is None or value >= meta["low"])
           and (meta["high"] is None or value <= meta["high"])
@@ -174,7 +174,7 @@ def parse_field(cls, name: str, raw) -> Any:
   plural = {int: "integers", float: "numbers", str: "names", bool: "booleans"}[elem]
   allowed = f"allowed: comma-separated {_bounds_text(meta, plural)}"
   if meta["choices"]:
-    allowed = f"allowed: one or more of {', '.join(meta['choices'])}"
+    allowed = f"allowed: one or more of {', '.join(map(str, meta['choices']))}"
   try:
     values = tuple(elem(v) for v in raw)
   except ValueError:

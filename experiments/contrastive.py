@@ -1,27 +1,28 @@
-r"""Caption-curation study: what does a CLIP / SigLIP image embedding keep of a dashcam scene?
+r"""Caption-curation study: what does a CLIP / SigLIP image embedding keep of a dashcam scene, and
+is what it lacks *suppressed* (present, then removed) or *never learned*?
 
     python -m experiments.contrastive --flagfile=experiments/configs/contrastive.flags
 
 Dual encoders (``invariance.dual_encoder``) are trained on procedural dashcam scenes whose captions
-name the car ("a black car in front of me") and mention ``--attribute`` (the traffic light) only
-with probability p (the ``mention`` caption policy). For every loss x p x embedding dim x seed a row
-measures, on held-out scenes (``invariance.evaluate``):
+follow a policy (``--policies``): ``mention`` names the car and mentions ``--attribute`` (the
+traffic light) with probability p; ``swap`` names the light and mentions the car with probability
+p (is a salient attribute that captions never name kept?). The grid is loss x dim x policy x lamp
+size x duplicate-caption scoring x training length x p, times seeds (``ContrastiveConfig.runs``).
 
-  * ``probe_acc``               linear probes (per attribute) on the final image embedding;
-  * ``probe_acc_conv``          ... on the trained tower's first conv layer (4x4-grid pooled map);
-  * ``probe_acc_pooled``        ... on its last conv layer after the global average pool;
-  * ``probe_acc_penultimate``   ... on its penultimate dense layer;
-  * ``random_init_probe_acc``   ... on the final embedding of the same tower at initialisation
-    (``random_init_probe_acc_conv``: its first conv layer); the init is the training run's own
-    starting point (the tower's parameters depend on the seed and dim only);
-  * ``embedding_invariance``    mean cosine between embeddings of scene pairs that differ only in
-    that attribute (same nuisance); ``unpaired_similarity``: the same for unrelated scenes;
-  * ``zero_shot_acc``           car colour from text prompts ("a photo of a red car", "ITAP a red
-    car"; "photo" is not in the caption vocabulary and maps to <unk>), mean over the prompts.
+Every run row measures, on held-out scenes, for every layer of the image tower (each conv block on
+an 8x8 grid and globally pooled, the penultimate layer, the embedding; ``invariance.evaluate.
+layer_report``): a ridge probe per attribute with leave-one-out-chosen regularisation, and the
+counterfactual sensitivity (distance to the one-attribute flip / distance to an unrelated scene).
+The same measurements of the same tower at its initialisation are an ``init`` row (per dim, lamp
+size and seed): selectivity = trained - init. Runs whose p is in ``--trace_probs`` are also measured
+at ``--probe_steps`` through training (one row per step; training resumes between them), so a rise
+then fall (suppression) can be told from never rising. Rows also hold the zero-shot accuracy of the
+car colour and of the light from prompts that are not training captions (``dashcam.ZERO_SHOT``),
+and ``exposures``: how many captions mentioning the varied attribute the run's batches held
+(``pipeline.visits``), the dose of the dose-response. Raw-pixel probes run once per seed and lamp.
 
-Raw-pixel probes run once per seed (``pixel_rows``). The p = 1 rows are the "captions mention the
-light" control. Data streams and keys: ``invariance.dashcam``. Results go to ``--workdir``:
-results.json, results.md, probe_vs_p.png, loss_curves.png (``experiments.contrastive_report``).
+Data streams and keys: ``invariance.dashcam``. Results go to ``--workdir``: results.json,
+results.md and figures (``experiments.contrastive_report``).
 """
 from __future__ import annotations
 
@@ -42,75 +43,123 @@ from invariance import evaluate
 from invariance import probes
 from invariance import train
 from invariance.data import captions as captions_lib
+from invariance.data import pipeline
 
-FEATURES = {"probe_acc": "embedding", "probe_acc_conv": "conv1_grid",
-            "probe_acc_pooled": "pooled", "probe_acc_penultimate": "penultimate"}
-INIT_FEATURES = {"random_init_probe_acc": "embedding", "random_init_probe_acc_conv": "conv1_grid"}
+LAYERS = ("block1_grid", "block1_pool", "block2_grid", "block2_pool", "block3_grid", "block3_pool",
+          "penultimate", "embedding")
+
+
+def run_name(cfg: ContrastiveConfig, run: dict) -> str:
+  """A run's checkpoint / metrics / row name (``dashcam.run_key``; no length suffix for the
+  longest ``--steps``)."""
+  return dashcam.run_key(run["loss"], run["p"], run["dim"], policy=run["policy"],
+                         lamp_size=run["lamp_size"], multi_positive=run["multi_positive"],
+                         steps=None if run["steps"] == max(cfg.steps) else run["steps"])
 
 
 class Study:
-  """The rows of one workdir: models (one compile per loss x dim), data per seed, measurements."""
+  """The rows of one workdir: models (one compile per loss x dim x scoring), data per seed and
+  lamp size, measurements."""
 
   def __init__(self, cfg: ContrastiveConfig, workdir: workdir_lib.Workdir):
     self.cfg, self.workdir = cfg, workdir
     self.tokenizer = captions_lib.Tokenizer()
-    self.schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup_steps,
-                                                       cfg.steps)
-    self.optimizer = optax.adam(self.schedule)
+    # One schedule per training length, and its optimizer (train.fit compiles once per pair).
+    self.schedules = {s: optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate,
+                                                            cfg.warmup_steps, s)
+                      for s in cfg.steps}
+    self.optimizers = {s: optax.adam(schedule) for s, schedule in self.schedules.items()}
     self._models: dict = {}
+    self._prompts: dict = {}
 
-  def model(self, loss: str, dim: int) -> de.Jitted:
-    if (loss, dim) not in self._models:
+  def model(self, loss: str, dim: int, multi_positive: bool = False) -> de.Jitted:
+    if (loss, dim, multi_positive) not in self._models:
       net = de.DualEncoder(self.tokenizer.vocab_size, dim, loss)
-      self._models[(loss, dim)] = de.Jitted(net, dashcam.IMAGE_SIZE, self.tokenizer.max_len,
-                                            self.cfg.batch_size, self.cfg.tiled_threshold)
-    return self._models[(loss, dim)]
+      self._models[(loss, dim, multi_positive)] = de.Jitted(
+          net, dashcam.IMAGE_SIZE, self.tokenizer.max_len, self.cfg.batch_size,
+          self.cfg.tiled_threshold, multi_positive)
+    return self._models[(loss, dim, multi_positive)]
 
-  def probes(self, model: de.Jitted, params, data: dashcam.SeedData, layers: dict) -> dict:
+  def measure(self, model: de.Jitted, params, data: dashcam.SeedData) -> dict:
+    """Probes and sensitivities of every layer (``evaluate.layer_report``)."""
     n = self.cfg.num_probe
-    return evaluate.probe_layers(lambda x: model.image_features(params, x),
+    return evaluate.layer_report(lambda x: model.image_features(params, x),
                                  data.scenes(dashcam.PROBE_TRAIN, n),
-                                 data.scenes(dashcam.PROBE_TEST, n), layers, dashcam.EVAL_BATCH)
+                                 data.scenes(dashcam.PROBE_TEST, n),
+                                 data.pairs(self.cfg.num_pairs), LAYERS, dashcam.EVAL_BATCH)
+
+  def zero_shot(self, model: de.Jitted, params, data: dashcam.SeedData) -> dict:
+    """``{attribute: {prompt template: accuracy}}`` on the probe test split."""
+    images, attrs = data.scenes(dashcam.PROBE_TEST, self.cfg.num_probe)
+    emb = evaluate.batched_apply(lambda x: model.embed_image(params, x), images,
+                                 dashcam.EVAL_BATCH)
+    return {a: evaluate.zero_shot(emb, {t: model.embed_text(params, self.tokens(a, t))
+                                        for t in templates}, attrs[a])
+            for a, templates in dashcam.ZERO_SHOT.items()}
+
+  def tokens(self, attribute: str, template: str):
+    if (attribute, template) not in self._prompts:
+      self._prompts[(attribute, template)] = self.tokenizer.encode(
+          dashcam.prompts(attribute, template))
+    return self._prompts[(attribute, template)]
 
   def pixel_row(self, data: dashcam.SeedData) -> dict:
     (x_tr, a_tr), (x_te, a_te) = (data.scenes(k, self.cfg.num_probe)
                                   for k in (dashcam.PROBE_TRAIN, dashcam.PROBE_TEST))
-    return {"seed": data.seed, "features": "pixels",
-            "probe_acc": probes.probe_all(x_tr, a_tr, x_te, a_te)}
+    got = probes.ridge_probes(x_tr, a_tr, x_te, a_te)
+    return {"seed": data.seed, "lamp_size": data.lamp_size, "features": "pixels",
+            "probe": {a: acc for a, (acc, _) in got.items()}}
 
   def init_row(self, loss: str, dim: int, data: dashcam.SeedData) -> dict:
+    """The tower at initialisation (the training runs' starting point: ``init_key(seed)``; the
+    towers do not depend on the loss)."""
     model = self.model(loss, dim)
-    got = self.probes(model, model.init(dashcam.init_key(data.seed)), data, INIT_FEATURES)
-    return {"embed_dim": dim, "seed": data.seed, **got}
+    params = model.init(dashcam.init_key(data.seed))
+    return {"embed_dim": dim, "lamp_size": data.lamp_size, "seed": data.seed,
+            **self.measure(model, params, data), "zero_shot": self.zero_shot(model, params, data)}
 
-  def run_row(self, loss: str, p: float, dim: int, data: dashcam.SeedData, init_row: dict) -> dict:
-    cfg, seed, model = self.cfg, data.seed, self.model(loss, dim)
-    key = dashcam.run_key(loss, p, dim)
-    captions = data.captions(cfg.num_train, p, cfg.attribute)
-    tcfg = train.TrainConfig(steps=cfg.steps, name=f"{key}/seed{seed}", log_every=cfg.log_every,
-                             checkpoint_dir=self.workdir.checkpoint_dir(key, seed),
-                             checkpoint_every=cfg.checkpoint_every,
-                             metrics_path=self.workdir.metrics_path(key, seed))
-    # fit donates its params argument: a fresh init (the random-init probes used their own).
-    params, history = dashcam.fit_dual_encoder(
-        model, model.init(dashcam.init_key(seed)), data.scenes(dashcam.TRAIN, cfg.num_train)[0],
-        captions, self.tokenizer, cfg.batch_size, seed, self.optimizer, tcfg, self.schedule)
+  def run_row(self, run: dict, data: dashcam.SeedData, init_row: dict) -> dict:
+    cfg, seed = self.cfg, data.seed
+    model = self.model(run["loss"], run["dim"], run["multi_positive"])
+    name, steps = run_name(cfg, run), run["steps"]
+    captions = data.captions(cfg.num_train, run["p"], cfg.attribute, policy=run["policy"])
+    varied = dashcam.varied(run["policy"], cfg.attribute)
+    mentioned = np.array([captions_lib.mentions(c, varied) for c in captions])
+    seen = pipeline.visits(cfg.num_train, cfg.batch_size, seed, steps)
+    images = data.scenes(dashcam.TRAIN, cfg.num_train)[0]
+    trace = {}
+    stops = sorted({s for s in cfg.probe_steps if 0 < s < steps} | {steps}) if run["traced"] \
+        else [steps]
+    params, history = model.init(dashcam.init_key(seed)), None
+    for stop in stops:             # training resumes from the previous stop's checkpoint
+      trace_key = f"{name}_seed{seed}_step{stop}"
+      if stop != steps and self.workdir.has_row(trace_key):    # measured before a restart
+        trace[stop] = self.workdir.row(trace_key, None)
+        continue
+      tcfg = train.TrainConfig(steps=stop, name=f"{name}/seed{seed}", log_every=cfg.log_every,
+                               checkpoint_dir=self.workdir.checkpoint_dir(name, seed),
+                               checkpoint_every=cfg.checkpoint_every,
+                               metrics_path=self.workdir.metrics_path(name, seed))
+      params, history = dashcam.fit_dual_encoder(
+          model, params, images, captions, self.tokenizer, cfg.batch_size, seed,
+          self.optimizers[steps], tcfg, self.schedules[steps])
+      if run["traced"] and stop in cfg.probe_steps:
+        trace[stop] = self.workdir.row(trace_key,
+                                       lambda: {"step": stop, **self.measure(model, params, data)})
     t0 = time.perf_counter()
-    embed = lambda x: model.embed_image(params, x)
-    inv, unpaired = evaluate.pair_invariance(embed, data.pairs(cfg.num_pairs), dashcam.EVAL_BATCH)
-    images, attrs = data.scenes(dashcam.PROBE_TEST, cfg.num_probe)
-    prompts = {t: model.embed_text(params, self.tokenizer.encode(dashcam.prompts(t)))
-               for t in dashcam.PROMPTS}
-    zs = evaluate.zero_shot(evaluate.batched_apply(embed, images, dashcam.EVAL_BATCH), prompts,
-                            attrs["car_color"])
-    row = {"loss": loss, "mention_prob": p, "embed_dim": dim, "seed": seed, "steps": cfg.steps,
-           "mentions": dashcam.count_mentions(captions, cfg.attribute),
-           **self.probes(model, params, data, FEATURES),
-           **{name: init_row[name] for name in INIT_FEATURES},
-           "embedding_invariance": inv, "unpaired_similarity": unpaired,
-           "zero_shot_acc": float(np.mean(list(zs.values()))), "zero_shot_acc_by_prompt": zs,
+    final = trace.get(steps) or self.measure(model, params, data)
+    if run["traced"] and 0 in cfg.probe_steps:
+      trace[0] = {"step": 0, **{k: init_row[k] for k in ("probe", "alpha", "sensitivity")}}
+    row = {"loss": run["loss"], "mention_prob": run["p"], "embed_dim": run["dim"],
+           "policy": run["policy"], "lamp_size": run["lamp_size"],
+           "duplicates": "positive" if run["multi_positive"] else "negative", "steps": steps,
+           "seed": seed, "varied": varied, "mentions": int(mentioned.sum()),
+           "exposures": int(seen[mentioned].sum()), **final,
+           "zero_shot": self.zero_shot(model, params, data),
+           "trace": {str(s): trace[s] for s in sorted(trace)},
            "final_loss": history["loss"][-1] if history["loss"] else None,
            "train_seconds": history["train_seconds"]}
+    row.pop("step", None)
     row["eval_seconds"] = time.perf_counter() - t0
     return row
 
@@ -118,30 +167,39 @@ class Study:
 def main(cfg: ContrastiveConfig):
   workdir = workdir_lib.Workdir(cfg.workdir, "contrastive", config.identity(cfg))
   study = Study(cfg, workdir)
-  runs = [(loss, dim, p) for loss in cfg.losses for dim in cfg.embed_dims
-          for p in cfg.mention_probs]
+  runs = cfg.runs()
   total = len(runs) * len(cfg.seeds)
-  logging.info("contrastive study: %d runs (losses %s, dims %s, p %s, seeds %s), %d steps each",
-               total, ",".join(cfg.losses), list(cfg.embed_dims), list(cfg.mention_probs),
-               list(cfg.seeds), cfg.steps)
-  rows, pixel_rows, start = [], [], time.perf_counter()
+  logging.info("contrastive study: %d runs (losses %s, dims %s, policies %s, lamps %s, "
+               "duplicates %s, steps %s, p %s, seeds %s; %d traced per seed)", total,
+               ",".join(cfg.losses), list(cfg.embed_dims), list(cfg.policies),
+               list(cfg.lamp_sizes), list(cfg.duplicate_captions), list(cfg.steps),
+               list(cfg.mention_probs), list(cfg.seeds), sum(r["traced"] for r in runs))
+  rows, init_rows, pixel_rows, start = [], [], [], time.perf_counter()
   for seed in cfg.seeds:
-    data = dashcam.SeedData(seed, cfg.data_dir)
-    pixel_rows.append(workdir.row(f"pixels_seed{seed}", lambda: study.pixel_row(data)))
-    for loss, dim, p in runs:
-      init_row = workdir.row(f"init_d{dim}_seed{seed}", lambda: study.init_row(loss, dim, data))
-      t0 = time.perf_counter()
-      row = workdir.row(f"{dashcam.run_key(loss, p, dim)}_seed{seed}",
-                        lambda: study.run_row(loss, p, dim, data, init_row))
-      rows.append(row)
-      logging.info("contrastive [%d/%d] %s seed %d: %s probe %.3f, car %.3f, first conv %s %.3f, "
-                   "zero-shot %.3f (%.0fs; ETA %.0fs)", len(rows), total,
-                   dashcam.run_key(loss, p, dim), seed, cfg.attribute,
-                   row["probe_acc"][cfg.attribute], row["probe_acc"]["car_color"], cfg.attribute,
-                   row["probe_acc_conv"][cfg.attribute], row["zero_shot_acc"],
-                   time.perf_counter() - t0,
-                   (time.perf_counter() - start) / len(rows) * (total - len(rows)))
-  markdown = contrastive_report.publish(workdir, cfg, rows, pixel_rows)
+    for lamp in cfg.lamp_sizes:
+      data = dashcam.SeedData(seed, cfg.data_dir, lamp)
+      pixel_rows.append(workdir.row(f"pixels_lamp{lamp}_seed{seed}", lambda: study.pixel_row(data)))
+      inits = {}
+      for run in (r for r in runs if r["lamp_size"] == lamp):
+        loss, dim = run["loss"], run["dim"]
+        if dim not in inits:
+          inits[dim] = workdir.row(f"init_d{dim}_lamp{lamp}_seed{seed}",
+                                   lambda: study.init_row(loss, dim, data))
+          init_rows.append(inits[dim])
+        t0 = time.perf_counter()
+        row = workdir.row(f"{run_name(cfg, run)}_seed{seed}",
+                          lambda: study.run_row(run, data, inits[dim]))
+        rows.append(row)
+        light, car = row["probe"]["embedding"][dashcam.LIGHT], row["probe"]["embedding"]["car_color"]
+        logging.info("contrastive [%d/%d] %s seed %d: embedding probe light %.3f (init %.3f), car "
+                     "%.3f; zero-shot light %.3f car %.3f; %d exposures (%.0fs; ETA %.0fs)",
+                     len(rows), total, run_name(cfg, run), seed, light,
+                     inits[dim]["probe"]["embedding"][dashcam.LIGHT], car,
+                     np.mean(list(row["zero_shot"][dashcam.LIGHT].values())),
+                     np.mean(list(row["zero_shot"]["car_color"].values())), row["exposures"],
+                     time.perf_counter() - t0,
+                     (time.perf_counter() - start) / len(rows) * (total - len(rows)))
+  markdown = contrastive_report.publish(workdir, cfg, rows, init_rows, pixel_rows)
   print(workdir.file("results.md"))
   print(markdown)
 

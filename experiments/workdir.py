@@ -125,6 +125,9 @@ class Workdir:
     """Where ``train.fit`` appends the run's per-step scalars."""
     return os.path.abspath(os.path.join(self.path, "metrics", run, f"seed{seed}.jsonl"))
 
+  def has_row(self, key: str) -> bool:
+    return os.path.exists(os.path.join(self.rows_dir, key + ".json"))
+
   def row(self, key: str, compute: Callable[[], dict]) -> dict:
     """The finished row ``key``, computed (and saved atomically) only if it is not there yet."""
     path = os.path.join(self.rows_dir, key + ".json")

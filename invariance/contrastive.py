@@ -583,6 +583,43 @@ def siglip_loss_tiled(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array, t_prime: j
   return (total + _siglip_positives(img_emb_NxD, txt_emb_NxD, t_prime, bias)) / batch
 
 
+# -- several positives per row (duplicate captions) ---------------------------------------------
+def same_rows(tokens_NxL: jax.Array) -> jax.Array:
+  """Boolean N x N: captions i and j are identical (the same token ids)."""
+  chex.assert_rank(tokens_NxL, 2)
+  return jnp.all(tokens_NxL[:, None, :] == tokens_NxL[None, :, :], axis=-1)
+
+
+def clip_loss_multi_positive(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array,
+                             log_scale: jax.Array, positives_NxN: jax.Array) -> jax.Array:
+  """CLIP where pair (i, j) is a positive wherever ``positives_NxN[i, j]`` (e.g. ``same_rows`` of
+  the captions: a duplicate caption is not a negative): each direction's cross-entropy has the
+  uniform distribution over the row's (column's) positives as its target. Equals ``clip_loss``
+  when ``positives`` is the identity. One device, materialised logits."""
+  _check_pair(img_emb_NxD, txt_emb_NxD)
+  chex.assert_shape([log_scale, positives_NxN], [(), (img_emb_NxD.shape[0],) * 2])
+  logits_NxN = pairwise_logits(img_emb_NxD, txt_emb_NxD, clip_logit_scale(log_scale))
+  pos = positives_NxN.astype(jnp.float32)
+
+  def soft_ce(logits, targets):
+    targets = targets / jnp.sum(targets, axis=-1, keepdims=True)
+    return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1))
+
+  return (soft_ce(logits_NxN, pos) + soft_ce(logits_NxN.T, pos.T)) / 2
+
+
+def siglip_loss_multi_positive(img_emb_NxD: jax.Array, txt_emb_NxD: jax.Array,
+                               t_prime: jax.Array, bias: jax.Array,
+                               positives_NxN: jax.Array) -> jax.Array:
+  """SigLIP with label +1 wherever ``positives_NxN[i, j]`` (not only on the diagonal), -1
+  elsewhere; equals ``siglip_loss`` when ``positives`` is the identity. One device."""
+  _check_siglip(img_emb_NxD, txt_emb_NxD, t_prime, bias)
+  chex.assert_shape(positives_NxN, (img_emb_NxD.shape[0],) * 2)
+  logits_NxN = pairwise_logits(img_emb_NxD, txt_emb_NxD, jnp.exp(t_prime), bias)
+  z_NxN = jnp.where(positives_NxN, 1.0, -1.0)
+  return -jnp.sum(jax.nn.log_sigmoid(z_NxN * logits_NxN)) / img_emb_NxD.shape[0]
+
+
 # -- choosing a loss by batch size ----------------------------------------------------------------
 LOSS_NAMES = ("clip", "siglip")
 

@@ -39,7 +39,12 @@ from invariance.data import sources
 IMAGE_SIZE = 32
 ATTRIBUTES = tuple(scenes.ATTRIBUTES)                 # car_color, light, pedestrian, clouds
 LIGHT = "light"                                       # what p = 0 captions never mention
-PROMPTS = ("a photo of a {color} car", "ITAP a {color} car")   # "photo" maps to <unk>
+# Zero-shot prompts per attribute, one per value (scenes.ATTRIBUTES order); none is a training
+# caption ("photo" is not in the caption vocabulary and maps to <unk>).
+ZERO_SHOT = {
+    "car_color": ("a photo of a {value} car", "a {value} car on the road"),
+    LIGHT: ("a photo of a {value} traffic light", "the traffic light ahead is {value}"),
+}
 EVAL_BATCH = 500
 
 TRAIN, PROBE_TRAIN, PROBE_TEST, PAIRS, CAPTIONS, RECAPTIONS = 0, 1, 2, 3, 4, 5
@@ -51,42 +56,57 @@ def rng(seed: int, stream: int, *sub: int) -> np.random.Generator:
   return np.random.default_rng([seed, stream, *sub])
 
 
-def make_scenes(seed: int, stream: int, n: int, data_dir=None
+def make_scenes(seed: int, stream: int, n: int, data_dir=None, lamp_size: int = 2
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """``n`` scenes of a stream: (images (n, IMAGE_SIZE, IMAGE_SIZE, 3), attrs), read with
   ``tfds.data_source`` from the local TFDS dataset of the generator's draws from stream
   ``[seed, stream]`` (built into ``data_dir`` on first use)."""
-  return sources.load_scenes(n, (seed, stream), size=IMAGE_SIZE, data_dir=data_dir)
+  return sources.load_scenes(n, (seed, stream), size=IMAGE_SIZE, data_dir=data_dir,
+                             lamp_size=lamp_size)
 
 
-def make_pairs(seed: int, n: int, data_dir=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def make_pairs(seed: int, n: int, data_dir=None, lamp_size: int = 2
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """``{attribute: (images_a, images_b)}``: ``n`` scene pairs per attribute that differ in that
   attribute only (same nuisance), from the TFDS dataset of stream ``[seed, PAIRS, i]``."""
   return {attr: sources.load_scene_pairs(n, attr, (seed, PAIRS, i), size=IMAGE_SIZE,
-                                         data_dir=data_dir)[:2]
+                                         data_dir=data_dir, lamp_size=lamp_size)[:2]
           for i, attr in enumerate(ATTRIBUTES)}
 
 
 def make_captions(attrs: dict[str, np.ndarray], seed: int, p: float, attribute: str,
-                  stream: int = CAPTIONS) -> list[str]:
-  """The ``mention`` captions of the training scenes: the car, plus ``attribute`` with
-  probability ``p``."""
-  return captions_lib.make_captions(attrs, "mention", rng(seed, stream), p=p, attribute=attribute)
+                  stream: int = CAPTIONS, policy: str = "mention") -> list[str]:
+  """The captions of the training scenes: under ``mention`` the car, plus ``attribute`` with
+  probability ``p``; under ``swap`` ``attribute``, plus the car with probability ``p``."""
+  return captions_lib.make_captions(attrs, policy, rng(seed, stream), p=p, attribute=attribute)
+
+
+def varied(policy: str, attribute: str) -> str:
+  """The attribute a policy mentions with probability p (``swap``: the car colour)."""
+  return "car_color" if policy == "swap" else attribute
 
 
 def count_mentions(captions: Sequence[str], attribute: str) -> int:
   return int(sum(captions_lib.mentions(c, attribute) for c in captions))
 
 
-def prompts(template: str) -> list[str]:
-  """One zero-shot prompt per car colour (in ``scenes.CAR_COLORS`` order, the label order)."""
-  return [template.format(color=c) for c in scenes.CAR_COLORS]
+def prompts(attribute: str, template: str) -> list[str]:
+  """One zero-shot prompt per value of ``attribute`` (in ``scenes.ATTRIBUTES`` order, the label
+  order), e.g. ``prompts("light", ZERO_SHOT["light"][0])``."""
+  return [template.format(value=v) for v in scenes.ATTRIBUTES[attribute]]
 
 
-def run_key(loss: str, p: float, dim: int) -> str:
-  """The name of a contrastive run (its checkpoint and metrics directory), e.g. ``clip_p0_d8``;
-  the recovery study's p = 0 starting point is ``run_key(loss, 0.0, dim)``."""
-  return f"{loss}_p{p:g}_d{dim}"
+def run_key(loss: str, p: float, dim: int, *, policy: str = "mention", lamp_size: int = 2,
+            multi_positive: bool = False, steps=None) -> str:
+  """The name of a contrastive run (its checkpoint and metrics directory), e.g. ``clip_p0_d8``,
+  with a suffix for each setting off the default (``_swap``, ``_lamp4``, ``_multipos``, and
+  ``_t100`` for a training length other than the study's longest); the recovery study's
+  starting points are ``run_key(loss, 0.0, dim)`` and ``run_key(loss, 1.0, dim)``."""
+  key = f"{loss}_p{p:g}_d{dim}"
+  key += f"_{policy}" if policy != "mention" else ""
+  key += f"_lamp{lamp_size}" if lamp_size != 2 else ""
+  key += "_multipos" if multi_positive else ""
+  return key + (f"_t{steps}" if steps is not None else "")
 
 
 def init_key(seed: int) -> jax.Array:
@@ -106,26 +126,28 @@ def tune_key(seed: int) -> jax.Array:
 
 
 class SeedData:
-  """The scenes of one seed, each (stream, n) drawn once, when first asked for."""
+  """The scenes of one seed (lamps of ``lamp_size``), each (stream, n) drawn once, when first asked
+  for."""
 
-  def __init__(self, seed: int, data_dir=None):
-    self.seed, self.data_dir = seed, data_dir
+  def __init__(self, seed: int, data_dir=None, lamp_size: int = 2):
+    self.seed, self.data_dir, self.lamp_size = seed, data_dir, lamp_size
     self._scenes: dict = {}
     self._pairs: dict = {}
 
   def scenes(self, stream: int, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     if (stream, n) not in self._scenes:
-      self._scenes[(stream, n)] = make_scenes(self.seed, stream, n, self.data_dir)
+      self._scenes[(stream, n)] = make_scenes(self.seed, stream, n, self.data_dir, self.lamp_size)
     return self._scenes[(stream, n)]
 
   def pairs(self, n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if n not in self._pairs:
-      self._pairs[n] = make_pairs(self.seed, n, self.data_dir)
+      self._pairs[n] = make_pairs(self.seed, n, self.data_dir, self.lamp_size)
     return self._pairs[n]
 
-  def captions(self, n_train: int, p: float, attribute: str, stream: int = CAPTIONS) -> list[str]:
+  def captions(self, n_train: int, p: float, attribute: str, stream: int = CAPTIONS,
+               policy: str = "mention") -> list[str]:
     """Captions of the ``n_train`` training scenes (stream ``TRAIN``) from ``stream``."""
-    return make_captions(self.scenes(TRAIN, n_train)[1], self.seed, p, attribute, stream)
+    return make_captions(self.scenes(TRAIN, n_train)[1], self.seed, p, attribute, stream, policy)
 
 
 def fit_dual_encoder(model: de.Jitted, params, images_NHWC, captions: Sequence[str],

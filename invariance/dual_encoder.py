@@ -2,8 +2,8 @@
 
 * Image tower: three 3x3 convolutions (widths 16, 32, 32; strides 2, 2, 1 keep it cheap on 32x32
   scenes) with ReLU, a global average pool, a dense ReLU layer (``penultimate``) and a linear
-  projection to ``embed_dim``. ``image_features`` also returns the first conv layer's map pooled
-  to a 4x4 grid (``conv1_grid``, the earliest features) and the globally pooled last conv layer.
+  projection to ``embed_dim``. ``image_features`` also returns every conv block's map pooled to an
+  8x8 grid (``block{k}_grid``) and globally (``block{k}_pool``).
 * Text tower: token embeddings, mean-pooled over the non-pad tokens (id 0 is padding), an MLP and a
   linear projection to ``embed_dim``. Captions are short bags of words; their counts (mean pooling
   keeps them) already tell every caption the policies produce apart.
@@ -12,7 +12,7 @@
   in ``invariance.contrastive``).
 
 Methods (use with ``model.apply(params, x, method=...)``): ``embed_image``, ``embed_text``,
-``image_features`` (dict with ``conv1_grid``, ``pooled``, ``penultimate`` and ``embedding``) and
+``image_features`` (dict with ``block{k}_grid``, ``block{k}_pool``, ``penultimate``, ``embedding``) and
 ``__call__`` (both embeddings). ``make_loss_fn(model)`` gives the ``train.fit`` loss over batches
 with ``images`` (N, H, W, 3) and ``tokens`` (N, L); ``make_project_fn(model)`` the ``train.fit``
 projection that clamps CLIP's ``log_scale`` parameter at ln 100 after every update. ``Jitted``
@@ -47,28 +47,29 @@ LOSSES = ("clip", "siglip")
 class ImageTower(nn.Module):
   """Conv stack -> global average pool -> dense ReLU, returning the features probes look at.
 
-  ``conv1_grid``: the first conv layer's ReLU map average-pooled to a ``grid x grid`` layout and
-  flattened (the earliest features; small objects such as the 2x2 lamp survive a coarse layout
-  but not a global pool). ``pooled``: the last conv layer after the global average pool.
-  ``penultimate``: the dense ReLU layer the projection reads.
+  For each conv block k = 1, 2, 3 (after its ReLU): ``block{k}_grid``, the map average-pooled to a
+  ``grid x grid`` layout and flattened (at 8 x 8 on a 32 x 32 scene a cell is 2-4 pixels, so a
+  small object such as the 2 x 2 lamp keeps its place instead of being averaged over the frame),
+  and ``block{k}_pool``, its global average. ``penultimate``: the dense ReLU layer the projection
+  reads (on ``block3_pool``).
   """
 
   widths: Sequence[int] = (16, 32, 32)
   strides: Sequence[int] = (2, 2, 1)
   hidden: int = 128
-  grid: int = 4
+  grid: int = 8
 
   @nn.compact
   def __call__(self, images_NHWC) -> dict:
     chex.assert_rank(images_NHWC, 4)
-    x, first = images_NHWC, None
+    x, feats = images_NHWC, {}
     for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
       x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="SAME",
                           name=f"conv{i}")(x))
-      first = x if first is None else first
-    pooled_NC = jnp.mean(x, axis=(1, 2))
-    return {"conv1_grid": grid_pool(first, self.grid), "pooled": pooled_NC,
-            "penultimate": nn.relu(nn.Dense(self.hidden, name="dense")(pooled_NC))}
+      feats[f"block{i + 1}_grid"] = grid_pool(x, min(self.grid, x.shape[1]))
+      feats[f"block{i + 1}_pool"] = jnp.mean(x, axis=(1, 2))
+    pooled_NC = feats[f"block{len(self.widths)}_pool"]
+    return {**feats, "penultimate": nn.relu(nn.Dense(self.hidden, name="dense")(pooled_NC))}
 
 
 def grid_pool(maps_NHWC, grid: int):
@@ -122,8 +123,8 @@ class DualEncoder(nn.Module):
       self.bias = self.param("bias", lambda _: bias)
 
   def image_features(self, images_NHWC) -> dict:
-    """``conv1_grid`` (N, 16 widths[0]), ``pooled`` (N, widths[-1]), ``penultimate`` (N, hidden)
-    and ``embedding`` (N, embed_dim), see ``ImageTower``."""
+    """``block{k}_grid`` (N, 64 widths[k-1]), ``block{k}_pool`` (N, widths[k-1]), ``penultimate``
+    (N, hidden) and ``embedding`` (N, embed_dim), see ``ImageTower``."""
     feats = self.image_tower(images_NHWC)
     return {**feats, "embedding": contrastive.l2_normalize(self.image_proj(feats["penultimate"]))}
 
@@ -145,23 +146,38 @@ class DualEncoder(nn.Module):
 
 def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None,
                  batch_size: Optional[int] = None,
-                 tiled_threshold: int = contrastive.TILED_THRESHOLD) -> Callable:
+                 tiled_threshold: int = contrastive.TILED_THRESHOLD,
+                 multi_positive: bool = False) -> Callable:
   """``loss_fn(params, batch, rng) -> (loss, aux)`` for ``train.fit`` (batch: images, tokens).
 
   ``train.fit`` jits over the global batch (XLA partitions it), so ``axis_name`` stays None there;
   pass one only when calling the loss per device under ``shard_map`` / ``pmap``. With the global
   ``batch_size`` given, a batch of ``tiled_threshold`` or more uses the tiled loss
-  (``contrastive.loss_by_name``), which never holds the B x B logits.
+  (``contrastive.loss_by_name``), which never holds the B x B logits. ``multi_positive``: pairs
+  whose captions are identical are positives, not negatives (``contrastive.*_multi_positive``;
+  one device, materialised logits, so not with ``axis_name`` or the tiled loss).
   """
-  loss = (contrastive.loss_by_name(model.loss, batch_size, tiled_threshold, axis_name=axis_name)
-          if batch_size is not None else
-          functools.partial({"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}[
-              model.loss], axis_name=axis_name))
+  if multi_positive:
+    if axis_name is not None or (batch_size is not None and tiled_threshold
+                                 and batch_size >= tiled_threshold):
+      raise ValueError("multi_positive=True needs one device and a batch below tiled_threshold "
+                       f"(batch_size={batch_size}, tiled_threshold={tiled_threshold}); allowed: "
+                       "multi_positive=False there")
+    multi = {"clip": contrastive.clip_loss_multi_positive,
+             "siglip": contrastive.siglip_loss_multi_positive}[model.loss]
+    loss = lambda img, txt, *scalars, tokens: multi(img, txt, *scalars,
+                                                   contrastive.same_rows(tokens))
+  else:
+    plain = (contrastive.loss_by_name(model.loss, batch_size, tiled_threshold, axis_name=axis_name)
+             if batch_size is not None else
+             functools.partial({"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}[
+                 model.loss], axis_name=axis_name))
+    loss = lambda img, txt, *scalars, tokens: plain(img, txt, *scalars)
 
   def loss_fn(params, batch, rng):
     del rng
     img_ND, txt_ND, scalars = model.apply(params, batch["images"], batch["tokens"])
-    value = loss(img_ND, txt_ND, *scalars)
+    value = loss(img_ND, txt_ND, *scalars, tokens=batch["tokens"])
     if model.loss == "clip":
       aux = {"scale": contrastive.clip_logit_scale(scalars[0])}
     else:
@@ -196,13 +212,14 @@ class Jitted:
 
   def __init__(self, model: DualEncoder, image_size: int = 32, max_len: int = 8,
                batch_size: Optional[int] = None,
-               tiled_threshold: int = contrastive.TILED_THRESHOLD):
+               tiled_threshold: int = contrastive.TILED_THRESHOLD, multi_positive: bool = False):
     self.model, self.example = model, example_inputs(image_size, max_len)
     self._init = jax.jit(model.init)
     self.image_features = jax.jit(lambda p, x: model.apply(p, x, method="image_features"))
     self.embed_image = lambda p, x: self.image_features(p, x)["embedding"]
     self.embed_text = jax.jit(lambda p, t: model.apply(p, t, method="embed_text"))
-    self.loss_fn = make_loss_fn(model, batch_size=batch_size, tiled_threshold=tiled_threshold)
+    self.loss_fn = make_loss_fn(model, batch_size=batch_size, tiled_threshold=tiled_threshold,
+                                multi_positive=multi_positive)
     self.project = make_project_fn(model)
 
   def init(self, key):

@@ -7,13 +7,17 @@
 * ``pair_invariance(embed_fn, pairs)`` - mean cosine between the embeddings of counterfactual
   pairs (scenes that differ in one attribute only), per attribute, with its control: the same
   embeddings against unrelated partners.
+* ``layer_report(features_fn, train, test, pairs, layers)`` - for every layer and attribute, a
+  ridge probe with cross-validated regularisation (``probes.ridge_probes``) and the paired
+  counterfactual sensitivity (``pair_sensitivity``): run it on the trained and the initial
+  parameters (and on checkpoints through training) to tell "removed" from "never learned".
 * ``zero_shot(image_emb, class_embs, labels)`` - accuracy of the most similar class embedding.
 * ``PoolProbes(pool, test)`` - label efficiency: probes fit on the first n scenes of one labelled
   pool (nested label sets), for the features of many models, each computed once.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -65,6 +69,50 @@ def pair_invariance(embed_fn: Callable, pairs: Mapping[str, tuple], batch: int =
     if unpaired is None:
       unpaired = float(metrics.embedding_invariance(emb_a_ND, np.roll(emb_b_ND, 1, axis=0)))
   return per_attribute, unpaired
+
+
+def pair_sensitivity(feats_a: Mapping[str, np.ndarray], feats_b: Mapping[str, np.ndarray]
+                     ) -> dict[str, float]:
+  """``{layer: mean ||f(a) - f(b)|| / mean ||f(a) - f(b')||}`` for the features of counterfactual
+  pairs (a, b) (one attribute flipped, same nuisance), where b' is the next pair's b (an unrelated
+  scene): 0 when the layer ignores the attribute, about 1 when flipping it moves the features as
+  far as replacing the whole scene."""
+  out = {}
+  for layer, f_a in feats_a.items():
+    f_a = np.asarray(f_a, np.float64).reshape(len(f_a), -1)
+    f_b = np.asarray(feats_b[layer], np.float64).reshape(len(f_a), -1)
+    paired = np.linalg.norm(f_a - f_b, axis=1).mean()
+    unrelated = np.linalg.norm(f_a - np.roll(f_b, 1, axis=0), axis=1).mean()
+    out[layer] = float(paired / unrelated) if unrelated > 0 else 0.0    # constant: ignores all
+  return out
+
+
+def layer_report(features_fn: Callable, train: tuple, test: tuple, pairs: Mapping[str, tuple],
+                 layers: Sequence[str], batch: int = 500) -> dict:
+  """What each layer of ``features_fn`` (``images -> {layer: (N, ...)}``) keeps of each attribute:
+
+  ``{"probe": {layer: {attribute: accuracy}}, "alpha": {layer: {attribute: [ridge alphas]}},
+  "sensitivity": {layer: {attribute: pair_sensitivity}}}``; ``train`` / ``test`` are the probe
+  splits ``(images, {attribute: labels})``, ``pairs`` ``{attribute: (images_a, images_b)}``.
+  """
+  keep = lambda x: {k: v for k, v in features_fn(x).items() if k in layers}
+  (x_tr, attrs_tr), (x_te, attrs_te) = train, test
+  f_tr, f_te = batched_apply(keep, x_tr, batch), batched_apply(keep, x_te, batch)
+  missing = sorted(set(layers) - set(f_tr))
+  if missing:
+    raise ValueError(f"layers {missing} are not among the features; allowed: names of "
+                     "features_fn's outputs")
+  report = {"probe": {}, "alpha": {}, "sensitivity": {}}
+  for layer in layers:
+    got = probes.ridge_probes(f_tr[layer], attrs_tr, f_te[layer], attrs_te)
+    report["probe"][layer] = {a: acc for a, (acc, _) in got.items()}
+    report["alpha"][layer] = {a: list(alphas) for a, (_, alphas) in got.items()}
+  for attribute, (images_a, images_b) in pairs.items():
+    per_layer = pair_sensitivity(batched_apply(keep, images_a, batch),
+                                 batched_apply(keep, images_b, batch))
+    for layer in layers:
+      report["sensitivity"].setdefault(layer, {})[attribute] = per_layer[layer]
+  return report
 
 
 def zero_shot(image_emb_ND, class_embs: Mapping[str, np.ndarray], labels_N) -> dict[str, float]:

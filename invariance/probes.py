@@ -59,6 +59,53 @@ def linear_probe(features_train, labels_train, features_test, labels_test,
     return float(probe.score(x_te, y_te))
 
 
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 7))
+
+
+def ridge_probes(features_train, attrs_train: Mapping[str, np.ndarray], features_test,
+                 attrs_test: Mapping[str, np.ndarray], alphas=RIDGE_ALPHAS
+                 ) -> dict[str, tuple[float, tuple[float, ...]]]:
+  """``{attribute: (held-out accuracy, alphas)}``: standardise, then one-vs-rest ridge regression
+  onto +-1 class indicators, predicting the class of largest score. Each indicator's
+  regularisation is chosen from ``alphas`` by exact leave-one-out cross-validation on the training
+  split alone (scikit-learn's ``RidgeCV(alpha_per_target=True)``), so layers of very different
+  widths each get the regularisation that suits them; all attributes share one fit (one
+  eigendecomposition), which makes a probe of every layer at every checkpoint affordable. Features
+  of any shape (N, ...) are flattened.
+  """
+  from sklearn.linear_model import RidgeCV  # pylint: disable=import-outside-toplevel
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
+
+  x_tr, x_te = _as_2d("features_train", features_train), _as_2d("features_test", features_test)
+  if x_tr.shape[1] != x_te.shape[1]:
+    raise ValueError(f"features_train has {x_tr.shape[1]} features but features_test has "
+                     f"{x_te.shape[1]}; allowed: the same feature dimension")
+  missing = sorted(set(attrs_train) ^ set(attrs_test))
+  if missing:
+    raise ValueError(f"attrs_train and attrs_test differ in attributes {missing}; allowed: the "
+                     "same attribute keys")
+  columns, spans = [], {}
+  for name in attrs_train:
+    y_tr = _as_labels(f"attrs_train[{name!r}]", attrs_train[name], x_tr.shape[0])
+    _as_labels(f"attrs_test[{name!r}]", attrs_test[name], x_te.shape[0])
+    classes = np.unique(y_tr)
+    spans[name] = (sum(len(c) for c in columns), classes)
+    columns.append([np.where(y_tr == c, 1.0, -1.0) for c in classes])
+  targets = np.stack([c for cols in columns for c in cols], axis=1)
+  scaler = StandardScaler().fit(x_tr)
+  ridge = RidgeCV(alphas=alphas, alpha_per_target=True).fit(scaler.transform(x_tr), targets)
+  scores = ridge.predict(scaler.transform(x_te)).reshape(len(x_te), -1)
+  chosen = np.broadcast_to(ridge.alpha_, (targets.shape[1],))
+  out = {}
+  for name, (start, classes) in spans.items():
+    block = scores[:, start:start + len(classes)]
+    predicted = classes[np.argmax(block, axis=1)] if len(classes) > 1 else np.full(
+        len(x_te), classes[0])
+    out[name] = (float(np.mean(predicted == np.asarray(attrs_test[name]))),
+                 tuple(float(a) for a in chosen[start:start + len(classes)]))
+  return out
+
+
 def probe_all(features_train, attrs_train: Mapping[str, np.ndarray], features_test,
               attrs_test: Mapping[str, np.ndarray], c: float = 1.0) -> dict[str, float]:
   """``{attribute: held-out accuracy}`` of one linear probe per attribute on the same features."""

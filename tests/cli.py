@@ -43,7 +43,7 @@ def free_port() -> int:
 
 # Two-process runs of the contrastive study (tests/test_distributed.py): one clip / p = 0 run of the
 # smoke flagfile, to compare with the single-process smoke run's row of the same name.
-DISTRIBUTED_ARGS = ("--losses=clip", "--mention_probs=0")
+DISTRIBUTED_ARGS = ("--losses=clip", "--mention_probs=0", "--policies=mention")
 HEARTBEAT_TIMEOUT = 60             # the default: no false "task died" on a loaded machine
 PEER_DEATH_HEARTBEAT = 5
 PEER_DEATH_STEPS = 100_000          # the survivor must stop because its peer died, not finish

@@ -531,3 +531,65 @@ def test_loss_by_name_rejects_bad_arguments_in_one_line(arg, kwargs):
   with pytest.raises(ValueError, match=f"^{arg}=") as err:
     contrastive.loss_by_name(**kwargs)
   assert "\n" not in str(err.value)
+
+
+# -- duplicate captions as positives --------------------------------------------------------------
+def _multi_inputs(n=12, d=6):
+  k1, k2 = jax.random.split(jax.random.key(7))
+  img = contrastive.l2_normalize(jax.random.normal(k1, (n, d)))
+  txt = contrastive.l2_normalize(jax.random.normal(k2, (n, d)))
+  tokens = jnp.arange(n)[:, None] * jnp.ones((1, 3), jnp.int32)
+  tokens = tokens.at[1].set(tokens[0]).at[5].set(tokens[4]).at[6].set(tokens[4])  # duplicates
+  txt = txt.at[1].set(txt[0]).at[5].set(txt[4]).at[6].set(txt[4])   # identical captions embed alike
+  return img, txt, tokens
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip"])
+def test_multi_positive_is_the_plain_loss_without_duplicates(name):
+  img, txt, _ = _multi_inputs()
+  eye = jnp.eye(img.shape[0], dtype=bool)
+  if name == "clip":
+    multi = lambda i, t, s: contrastive.clip_loss_multi_positive(i, t, s, eye)
+    plain, scalars = contrastive.clip_loss, (jnp.float32(2.0),)
+  else:
+    multi = lambda i, t, s, b: contrastive.siglip_loss_multi_positive(i, t, s, b, eye)
+    plain, scalars = contrastive.siglip_loss, (jnp.float32(1.5), jnp.float32(-3.0))
+  args = (img, txt) + scalars
+  chex.assert_trees_all_close(jax.value_and_grad(multi, argnums=(0, 1, 2))(*args),
+                              jax.value_and_grad(plain, argnums=(0, 1, 2))(*args), atol=1e-5)
+
+
+def test_multi_positive_clip_equals_plain_clip_when_duplicates_embed_alike():
+  """Identical captions get identical text embeddings, and then CLIP's multi-positive targets
+  change nothing (each duplicate's logit equals the matched one): value and gradients equal the
+  plain loss. Control: duplicate tokens whose text embeddings differ give a different loss."""
+  img, txt, tokens = _multi_inputs()
+  same = contrastive.same_rows(tokens)
+  assert int(same.sum()) == img.shape[0] + 2 + 6
+  # The text embeddings as a text tower makes them: a function of the tokens (a lookup table).
+  ids = tokens[:, 0]
+  table = jnp.zeros((img.shape[0], txt.shape[1])).at[ids].set(txt)
+  scale = jnp.float32(2.0)
+  multi = lambda i, tab: contrastive.clip_loss_multi_positive(i, tab[ids], scale, same)
+  plain = lambda i, tab: contrastive.clip_loss(i, tab[ids], scale)
+  chex.assert_trees_all_close(jax.value_and_grad(multi, argnums=(0, 1))(img, table),
+                              jax.value_and_grad(plain, argnums=(0, 1))(img, table), atol=1e-5)
+  different = _embeddings(3, 12, 6)[1]           # control: duplicates that embed differently
+  multi_t = contrastive.clip_loss_multi_positive(img, different, scale, same)
+  assert abs(float(multi_t) - float(contrastive.clip_loss(img, different, scale))) > 1e-3
+
+
+def test_multi_positive_siglip_labels_duplicates_positive():
+  """SigLIP scores a duplicate caption as a negative; with ``same_rows`` positives it is a
+  positive: images whose captions are identical and embed exactly like them reach a lower loss than
+  under the plain loss, whose labels push them apart (the control, same inputs)."""
+  img, txt, tokens = _multi_inputs()
+  same = contrastive.same_rows(tokens)
+  aligned = txt                                  # every image on its caption, duplicates coincide
+  t, b = jnp.float32(2.5), jnp.float32(-5.0)
+  multi = float(contrastive.siglip_loss_multi_positive(aligned, txt, t, b, same))
+  plain = float(contrastive.siglip_loss(aligned, txt, t, b))
+  extra = 8                                      # the 8 off-diagonal duplicate pairs
+  pair = float(jax.nn.softplus(-(jnp.exp(t) + b))), float(jax.nn.softplus(jnp.exp(t) + b))
+  np.testing.assert_allclose(plain - multi, extra * (pair[1] - pair[0]) / 12, rtol=1e-5)
+  assert plain > multi

@@ -8,12 +8,22 @@ from tests import cli
 
 SMOKE = "experiments/configs/contrastive_smoke.flags"
 ATTRS = {"car_color", "light", "pedestrian", "clouds"}
-PER_ATTRIBUTE = ("probe_acc", "probe_acc_conv", "probe_acc_pooled", "probe_acc_penultimate",
-                 "random_init_probe_acc", "random_init_probe_acc_conv", "embedding_invariance")
+LAYERS = {"block1_grid", "block1_pool", "block2_grid", "block2_pool", "block3_grid", "block3_pool",
+          "penultimate", "embedding"}
+RUNS = ["clip_p0_d4", "clip_p0_d4_swap", "clip_p1_d4", "clip_p1_d4_swap", "siglip_p0_d4",
+        "siglip_p0_d4_swap", "siglip_p1_d4", "siglip_p1_d4_swap"]
 
 
 def _cli(*args):
   return cli.popen("contrastive", *args)
+
+
+def _check_layers(report):
+  for field in ("probe", "sensitivity"):
+    assert set(report[field]) == LAYERS, field
+    for layer, by_attr in report[field].items():
+      assert set(by_attr) == ATTRS, (field, layer)
+      assert all(0.0 <= v <= 1.0 + 1e-6 for v in by_attr.values()) or field == "sensitivity"
 
 
 def test_smoke_flagfile_end_to_end(smoke_runs):
@@ -24,24 +34,52 @@ def test_smoke_flagfile_end_to_end(smoke_runs):
   assert results["study"] == "contrastive"
   assert results["flags"]["losses"] == ["clip", "siglip"]
   rows = results["rows"]
-  assert {(r["loss"], r["mention_prob"]) for r in rows} == {
-      (loss, p) for loss in ("clip", "siglip") for p in (0.0, 1.0)}
+  assert {(r["loss"], r["mention_prob"], r["policy"]) for r in rows} == {
+      (loss, p, policy) for loss in ("clip", "siglip") for p in (0.0, 1.0)
+      for policy in ("mention", "swap")}
   for r in rows:
     assert r["embed_dim"] == 4 and r["seed"] == 0 and r["train_seconds"] > 0
-    for field in PER_ATTRIBUTE:
-      assert set(r[field]) == ATTRS, field
-      assert all(0.0 <= v <= 1.0 + 1e-6 for v in r[field].values()), (field, r[field])
-    assert 0.0 <= r["zero_shot_acc"] <= 1.0
+    _check_layers(r)
+    assert set(r["zero_shot"]) == {"car_color", "light"}
+    # p = 0 / 1 mentions of the varied attribute (the light, or the car under swap): none / all;
+    # exposures: the mentioning captions in 12 batches of 32.
+    assert r["varied"] == ("car_color" if r["policy"] == "swap" else "light")
     assert r["mentions"] == (0 if r["mention_prob"] == 0 else 256)
+    assert r["exposures"] == (0 if r["mention_prob"] == 0 else 12 * 32)
+    traced = r["mention_prob"] == 0
+    assert sorted(r["trace"], key=int) == (["0", "6", "12"] if traced else [])
+    for step in r["trace"].values():
+      _check_layers(step)
+    if traced:                                    # the end of the trace is the final row's probe
+      assert r["trace"]["12"]["probe"] == r["probe"]
   assert [p["seed"] for p in results["pixel_rows"]] == [0]
-  assert set(results["pixel_rows"][0]["probe_acc"]) == ATTRS
-  assert len(results["summary"]) == 4 and "probe_acc/light_mean" in results["summary"][0]
-  assert "| loss | p | dim |" in (workdir / "results.md").read_text()
-  assert (workdir / "probe_vs_p.png").stat().st_size > 0
-  assert (workdir / "loss_curves.png").stat().st_size > 0
-  assert sorted(os.listdir(workdir / "checkpoints")) == [
-      "clip_p0_d4", "clip_p1_d4", "siglip_p0_d4", "siglip_p1_d4"]
+  assert set(results["pixel_rows"][0]["probe"]) == ATTRS
+  init = results["init_rows"][0]
+  _check_layers(init)
+  assert all(r["trace"]["0"]["probe"] == init["probe"] for r in rows if r["trace"])
+  assert len(results["summary"]) == 8 and "probe/embedding/light_mean" in results["summary"][0]
+  md = (workdir / "results.md").read_text()
+  assert "light per layer, trained vs init" in md and "Light probe through training" in md
+  for png in ("layers_vs_init", "light_over_training", "dose_response", "probe_vs_p",
+              "loss_curves"):
+    assert (workdir / f"{png}.png").stat().st_size > 0, png
+  assert sorted(os.listdir(workdir / "checkpoints")) == RUNS
   assert os.listdir(workdir / "checkpoints" / "clip_p0_d4") == ["0"]
+
+
+def test_grid_names_every_run_once():
+  from experiments.contrastive import run_name
+  from experiments.contrastive_config import ContrastiveConfig
+  cfg = ContrastiveConfig(losses=("clip",), mention_probs=(0.0, 0.01, 1.0), steps=(100, 400),
+                          policies=("mention", "swap"), lamp_sizes=(2, 4),
+                          duplicate_captions=("negative", "positive"), trace_probs=(0.0,),
+                          workdir="w")
+  runs = cfg.runs()
+  names = [run_name(cfg, r) for r in runs]
+  assert len(runs) == 3 * 2 * 2 * 2 * 2 == len(set(names))
+  assert "clip_p0_d8" in names and "clip_p0.01_d8_swap_lamp4_multipos_t100" in names
+  assert [run_name(cfg, r) for r in runs if r["traced"]] == [
+      n for n in names if n.startswith("clip_p0_") and "_t100" not in n]
 
 
 BAD = [  # (flag named in the error, arguments, text the error states)
@@ -49,6 +87,12 @@ BAD = [  # (flag named in the error, arguments, text the error states)
     ("mention_probs", ["--mention_probs=0,1.5"], "<= 1"),
     ("embed_dims", ["--embed_dims=0"], ">= 1"),
     ("attribute", ["--attribute=weather"], "weather"),
+    ("policies", ["--policies=mention,verbose"], "verbose"),
+    ("lamp_sizes", ["--lamp_sizes=2,7"], "7"),
+    ("duplicate_captions", ["--duplicate_captions=ignored"], "ignored"),
+    ("probe_steps", ["--probe_steps=0,50"], "<= the longest --steps=12"),
+    ("trace_probs", ["--trace_probs=0.5"], "--mention_probs"),
+    ("warmup_steps", ["--steps=2,12"], "shortest --steps=2"),
     ("flagfile", ["--flagfile=experiments/configs/no_such.flags"], "no_such"),
     # Sizes that cannot fit: refused up front with the estimate, not a traceback minutes later.
     ("embed_dims", ["--embed_dims=999999999999999999999999999999"], "GiB"),

@@ -2,6 +2,7 @@
 import numpy as np
 
 from invariance import dashcam
+from invariance.data import captions as captions_lib
 
 
 def test_each_split_has_its_own_reproducible_stream():
@@ -32,4 +33,15 @@ def test_pairs_per_attribute_and_run_names():
   assert all(a.shape == b.shape and not np.array_equal(a, b) for a, b in pairs.values())
   assert dashcam.run_key("clip", 0.0, 8) == "clip_p0_d8"
   assert dashcam.run_key("siglip", 0.001, 64) == "siglip_p0.001_d64"
-  assert dashcam.prompts("ITAP a {color} car")[0] == "ITAP a black car"
+  assert dashcam.run_key("clip", 0.0, 8, policy="swap", lamp_size=4, multi_positive=True,
+                         steps=100) == "clip_p0_d8_swap_lamp4_multipos_t100"
+  assert dashcam.prompts("light", "the traffic light ahead is {value}")[1] == (
+      "the traffic light ahead is green")
+
+
+def test_zero_shot_prompts_are_not_training_captions():
+  captions = set(captions_lib.all_captions())
+  for attribute, templates in dashcam.ZERO_SHOT.items():
+    for template in templates:
+      assert not captions & set(dashcam.prompts(attribute, template)), template
+  assert dashcam.prompts("car_color", "ITAP a {value} car")[0] in captions    # control

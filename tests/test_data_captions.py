@@ -77,6 +77,34 @@ def test_mention_other_attribute(attrs):
     assert c.endswith(captions.PHRASES["pedestrian"][ped])
 
 
+def test_swap_names_the_light_and_the_car_only_with_probability_p(attrs):
+  """Role swap: every caption names the light; the car (and its colour) with probability p. At
+  p = 0 flipping the car colour never changes a caption; at p = 1 it changes every one (control)."""
+  for p in (0.0, 0.3, 1.0):
+    caps = captions.make_captions(attrs, "swap", np.random.default_rng(1), p=p)
+    assert all(captions.mentions(c, "light") for c in caps)
+    rate = np.mean([captions.mentions(c, "car_color") for c in caps])
+    assert abs(rate - p) < 5 * np.sqrt(0.25 / N) + 1e-9, (p, rate)
+  recolored = scenes.with_attribute(attrs, "car_color", (attrs["car_color"] + 1) % 4)
+  for p, invariant in ((0.0, True), (1.0, False)):
+    a = captions.make_captions(attrs, "swap", np.random.default_rng(4), p=p)
+    b = captions.make_captions(recolored, "swap", np.random.default_rng(4), p=p)
+    same = np.array([x == y for x, y in zip(a, b)])
+    assert same.all() if invariant else not same.any(), p
+
+
+def test_every_phrase_is_recognisable_and_paraphrases_are_used(attrs):
+  """Each paraphrase of each value carries a word only its attribute uses (so ``mentions`` sees
+  it), and all paraphrases occur; a phrase made of template words would not be seen (control)."""
+  for attribute, values in captions.PHRASES.items():
+    for phrase in (ph for v in values for ph in v):
+      assert captions.mentions(phrase, attribute), (attribute, phrase)
+  assert not captions.mentions("a red car ahead", "light")
+  caps = captions.make_captions(attrs, "full", np.random.default_rng(1))
+  used = {ph for ph in (ph for v in captions.PHRASES["light"] for ph in v) if any(ph in c for c in caps)}
+  assert len(used) == 2 * captions.PARAPHRASES
+
+
 def test_tokenizer_fixed_length_padding_and_round_trip():
   tok = captions.Tokenizer()
   every = captions.all_captions()

@@ -61,6 +61,17 @@ def test_each_epoch_is_a_permutation_reshuffled(n, batch):
   assert not np.array_equal(epochs[0], epochs[1])
 
 
+@pytest.mark.parametrize("n, batch, steps", [(10, 3, 7), (10, 4, 5), (7, 16, 3), (5, 2, 0)])
+def test_visits_count_what_the_batches_hold(n, batch, steps):
+  batch_at = pipeline.train_batch_fn({"i": np.arange(n)}, batch, seed=3)
+  seen = np.zeros(n, np.int64)
+  for step in range(steps):
+    np.add.at(seen, batch_at(step)["i"], 1)
+  np.testing.assert_array_equal(pipeline.visits(n, batch, 3, steps), seen)
+  if steps * batch % n:                          # control: another seed visits other examples
+    assert (pipeline.visits(n, batch, 4, steps) != seen).any()
+
+
 def test_batch_larger_than_data():
   ids = pipeline.train_batch_fn(_arrays(5), 12, seed=0)(0)["id"]
   assert len(ids) == 12 and set(ids.tolist()) == set(range(5))

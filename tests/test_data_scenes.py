@@ -49,9 +49,11 @@ def _check_layout(nuisance, size):
   for name, box in lay.items():
     assert (box[:, 0] >= 0).all() and (box[:, 1] <= size).all(), name
     assert (box[:, 2] >= 0).all() and (box[:, 3] <= size).all(), name
-    assert (box[:, 1] > box[:, 0]).all() and (box[:, 3] > box[:, 2]).all(), name
+    # The pole is empty where a large lamp's housing reaches the horizon (scenes.sample_nuisance).
+    assert (box[:, 1] >= box[:, 0] + (name != "pole")).all() and (box[:, 3] > box[:, 2]).all(), name
   light, car, ped = lay["light"], lay["car"], lay["pedestrian"]
-  assert (light[:, 1] <= size // 2).all() and (light[:, 1] < nuisance.horizon).all()  # upper part
+  assert (light[:, 1] <= size // 2).all()                                             # upper part
+  assert (lay["lamp_green"][:, 1] <= nuisance.horizon).all()                         # lamps in sky
   assert (car[:, 0] >= nuisance.horizon).all()                                        # on the road
   assert ((ped[:, 3] <= car[:, 2]) | (ped[:, 2] >= car[:, 3])).all()                  # beside car
   assert ((ped[:, 3] <= size // 4) | (ped[:, 2] >= size - size // 4)).all()          # at the side
@@ -118,7 +120,19 @@ def test_pairs_differ_only_where_the_attribute_is(attribute):
   assert (changed & ~inside_other).any()
 
 
+@pytest.mark.parametrize("lamp", [2, 4, 6])
+def test_lamp_size_sets_what_a_light_flip_changes(lamp):
+  """A light flip changes exactly the two lamps, 2 x lamp^2 pixels, both in the sky; the lamp
+  size of another setting does not match that count (control)."""
+  a, b, _, _, nuisance = scenes.scene_pairs(300, "light", np.random.default_rng(5), 32, lamp)
+  changed = (np.abs(a - b).max(axis=-1) > 0).sum(axis=(1, 2))
+  np.testing.assert_array_equal(changed, 2 * lamp * lamp)
+  assert not (changed == 2 * (lamp + 2) ** 2).any()
+  _check_layout(nuisance, 32)
+
+
 @pytest.mark.parametrize("call, arg", [
+    (lambda: scenes.make_scenes(4, np.random.default_rng(), lamp_size=7), "lamp_size"),
     (lambda: scenes.make_scenes(0, np.random.default_rng()), "n"),
     (lambda: scenes.make_scenes(4, np.random.default_rng(), size=16), "size"),
     (lambda: scenes.make_scenes(4, 1234), "rng"),

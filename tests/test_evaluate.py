@@ -96,3 +96,30 @@ def test_pool_probes_use_exactly_the_first_n_labels():
                                                                x[:, 0, 0, 0]], 1)})
   assert probes.accuracy("classifier", "logits", "y") == 1.0
   assert probes.accuracy("classifier", "logits", "noise") < 0.65
+
+
+def test_pair_sensitivity_is_zero_when_ignored_and_one_for_unrelated_scenes():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(200, 6))
+  ignores = evaluate.pair_sensitivity({"f": a}, {"f": a.copy()})
+  replaced = evaluate.pair_sensitivity({"f": a}, {"f": rng.normal(size=(200, 6))})
+  assert ignores["f"] == 0.0 and 0.9 < replaced["f"] < 1.1
+
+
+def test_layer_report_separates_a_layer_that_sees_the_attribute_from_one_that_does_not():
+  """A two-layer feature function: ``seen`` copies the images (which carry the attribute),
+  ``blind`` is a constant plus noise that ignores them (the control)."""
+  rng = np.random.default_rng(1)
+  def scenes_of(n):
+    label = rng.integers(0, 2, n)
+    images = rng.normal(size=(n, 4)) + 3.0 * label[:, None]
+    return images.astype(np.float32), {"light": label}
+  train, test = scenes_of(200), scenes_of(200)
+  base = rng.normal(size=(50, 4)).astype(np.float32)
+  pairs = {"light": (base, base + 3.0)}
+  fn = lambda x: {"seen": x, "blind": np.zeros_like(x) + np.sin(np.arange(x.shape[1]))}
+  got = evaluate.layer_report(fn, train, test, pairs, ["seen", "blind"], batch=64)
+  assert got["probe"]["seen"]["light"] > 0.9 and got["probe"]["blind"]["light"] < 0.65
+  assert got["sensitivity"]["seen"]["light"] > 0.5 and got["sensitivity"]["blind"]["light"] == 0.0
+  with pytest.raises(ValueError, match="missing"):
+    evaluate.layer_report(fn, train, test, pairs, ["missing"], batch=64)

@@ -44,3 +44,26 @@ def test_single_class_and_bad_shapes():
     probes.linear_probe(X_TRAIN, y[:10], X_TEST, np.zeros(2000, np.int32))
   with pytest.raises(ValueError, match="attributes"):
     probes.probe_all(X_TRAIN, {"a": y}, X_TEST, {"b": np.zeros(2000, np.int32)})
+
+
+def test_ridge_probes_read_what_is_there_and_choose_their_regularisation():
+  """Informative features are read (car 4 classes, light 2) and choose a smaller ridge alpha than
+  pure noise does; shuffled labels (the control) stay at chance."""
+  rng = np.random.default_rng(0)
+  n, d = 600, 300
+  attrs = {"car": rng.integers(0, 4, 2 * n), "light": rng.integers(0, 2, 2 * n)}
+  x = rng.normal(size=(2 * n, d))
+  x[:, :4] += 4.0 * np.eye(4)[attrs["car"]]
+  x[:, 4] += 4.0 * attrs["light"]
+  split = lambda a: ({k: v[:n] for k, v in a.items()}, {k: v[n:] for k, v in a.items()})
+  (tr, te) = split(attrs)
+  got = probes.ridge_probes(x[:n], tr, x[n:], te)
+  assert got["car"][0] > 0.8 and got["light"][0] > 0.8
+  assert len(got["car"][1]) == 4 and len(got["light"][1]) == 2
+  noise = probes.ridge_probes(rng.normal(size=(n, d)), tr, x[n:], te)
+  assert max(got["light"][1]) < max(noise["light"][1])
+  shuffled = {k: rng.permutation(v) for k, v in tr.items()}
+  control = probes.ridge_probes(x[:n], shuffled, x[n:], te)
+  assert control["car"][0] < 0.4 and control["light"][0] < 0.6
+  with pytest.raises(ValueError, match="attributes"):
+    probes.ridge_probes(x[:n], tr, x[n:], {"car": te["car"]})

@@ -108,3 +108,15 @@ def train_batch_fn(arrays: dict, batch_size: int, seed: int):
     return dataset[_check_int("step", step, 0)]
 
   return batch_at
+
+
+def visits(num_examples: int, batch_size: int, seed: int, steps: int) -> np.ndarray:
+  """int64 (num_examples,): how many times each example is in the batches of steps
+  ``0 .. steps - 1`` of ``train_dataset(..., batch_size, seed)`` (e.g. how many light-mentioning
+  captions a run has seen), without building a batch."""
+  n = _check_int("num_examples", num_examples, 1)
+  total = _check_int("steps", steps, 0) * _check_int("batch_size", batch_size, 1)
+  full, rest = divmod(total, n)
+  counts = np.full(n, full, np.int64)
+  np.add.at(counts, epoch_order(n, _check_int("seed", seed, 0), full)[:rest], 1)
+  return counts

@@ -12,8 +12,9 @@ pedestrian at the roadside and clouds. Two independent random draws define a sce
 
 ``render_scenes(attrs, nuisance)`` is a pure function of both, so scenes that differ in exactly one
 attribute under the same nuisance (``scene_pairs``) differ only inside that attribute's boxes
-(``scene_layout``). The light is a 4x6 housing with a 2x2 lit lamp (red on top, green below), so
-raw pixels do carry it. Everything is numpy, seeded by a ``np.random.Generator``.
+(``scene_layout``). The light is a housing with a ``lamp_size x lamp_size`` lit lamp (red on top,
+green below; default 2x2 in a 4x6 housing, ``LAMP_SIZES`` allowed), so raw pixels do carry it.
+Everything is numpy, seeded by a ``np.random.Generator``.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ WHEEL_RGB = np.array([0.02, 0.02, 0.02], np.float32)
 SKIN_RGB = np.array([0.90, 0.70, 0.55], np.float32)
 SHIRT_RGB = np.array([[0.95, 0.80, 0.10], [0.55, 0.20, 0.60], [0.20, 0.65, 0.30]], np.float32)
 NUM_CLOUDS = 2
-HOUSING_HW = (6, 4)
+LAMP_SIZES = (2, 3, 4, 5, 6)      # a lamp side (px) the generator can draw at size 32 and above
+HOUSING_HW = (6, 4)               # the housing of the default 2x2 lamp (``housing_hw(2)``)
 PEDESTRIAN_HW = (6, 2)
 NOISE_STD = 0.02
 MIN_SIZE = 32
@@ -63,6 +65,18 @@ def _check_size(size) -> int:
       or not MIN_SIZE <= size <= 256):
     raise ValueError(f"size={size!r} is invalid; allowed: an int in [{MIN_SIZE}, 256]")
   return int(size)
+
+
+def _check_lamp(lamp_size) -> int:
+  if isinstance(lamp_size, bool) or lamp_size not in LAMP_SIZES:
+    raise ValueError(f"lamp_size={lamp_size!r} is invalid; allowed: one of "
+                     f"{', '.join(map(str, LAMP_SIZES))}")
+  return int(lamp_size)
+
+
+def housing_hw(lamp_size: int) -> tuple[int, int]:
+  """The light housing's (height, width): two lamps stacked, a one-pixel rim."""
+  return 2 * lamp_size + 2, lamp_size + 2
 
 
 def sample_attributes(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -90,6 +104,7 @@ class Nuisance:
   sky_tint: np.ndarray     # (N, 3)
   road_grey: np.ndarray    # (N,)
   noise_seed: np.ndarray   # (N,) uint32 seed of the per-pixel noise
+  lamp_size: int = 2       # side of the lit lamp (px)
 
   def __len__(self) -> int:
     return len(self.horizon)
@@ -97,13 +112,20 @@ class Nuisance:
   def take(self, index) -> "Nuisance":
     """The nuisance of a subset of scenes (numpy index)."""
     fields = {f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)
-              if f.name != "size"}
-    return Nuisance(size=self.size, **fields)
+              if f.name not in ("size", "lamp_size")}
+    return Nuisance(size=self.size, lamp_size=self.lamp_size, **fields)
 
 
-def sample_nuisance(n: int, rng: np.random.Generator, size: int = 32) -> Nuisance:
-  """Uniform nuisance draws for n scenes of ``size x size`` pixels."""
-  n, rng, s = _check_n(n), _check_rng(rng), _check_size(size)
+def sample_nuisance(n: int, rng: np.random.Generator, size: int = 32, lamp_size: int = 2
+                    ) -> Nuisance:
+  """Uniform nuisance draws for n scenes of ``size x size`` pixels with lamps of ``lamp_size``.
+
+  The housing's top row is uniform in [1, horizon - height - 2] (it ends at least 2 rows above the
+  horizon), or row 1 where a large lamp's housing does not fit (lamp 6 at size 32: the housing may
+  then reach the horizon, but both lamps stay in the sky). At the default lamp size the draws are
+  those of the first edition."""
+  n, rng, s, lamp = _check_n(n), _check_rng(rng), _check_size(size), _check_lamp(lamp_size)
+  housing_h, housing_w = housing_hw(lamp)
 
   def i(lo, hi, shape=(n,)):  # uniform ints in [lo, hi], inclusive
     return rng.integers(lo, hi + 1, size=shape).astype(np.int32)
@@ -112,8 +134,8 @@ def sample_nuisance(n: int, rng: np.random.Generator, size: int = 32) -> Nuisanc
   car_width = round(0.34 * s) + i(-1, 1)
   car_x = s // 2 + i(-(s // 8), s // 8)
   car_bottom = np.minimum(horizon + round(0.25 * s) + i(0, 3), s - 1)   # whole car on the road
-  light_y = rng.integers(1, horizon - HOUSING_HW[0] - 1)   # housing ends >= 2 rows above horizon
-  light_yx = np.stack([light_y, i(1, s - HOUSING_HW[1] - 1)], axis=1).astype(np.int32)
+  light_y = rng.integers(1, np.maximum(horizon - housing_h - 1, 2))
+  light_yx = np.stack([light_y, i(1, s - housing_w - 1)], axis=1).astype(np.int32)
   left = rng.integers(0, 2, size=n).astype(bool)
   ped_x = np.where(left, i(0, 3), i(s - 5, s - PEDESTRIAN_HW[1]))
   ped_bottom = rng.integers(horizon + PEDESTRIAN_HW[0], s + 1)   # feet on the road
@@ -126,7 +148,7 @@ def sample_nuisance(n: int, rng: np.random.Generator, size: int = 32) -> Nuisanc
       brightness=rng.uniform(0.7, 1.1, size=n).astype(np.float32),
       sky_tint=rng.uniform(-0.06, 0.06, size=(n, 3)).astype(np.float32),
       road_grey=rng.uniform(0.30, 0.45, size=n).astype(np.float32),
-      noise_seed=rng.integers(0, 2**32, size=n, dtype=np.uint32))
+      noise_seed=rng.integers(0, 2**32, size=n, dtype=np.uint32), lamp_size=lamp)
 
 
 def scene_layout(nuisance: Nuisance) -> dict[str, np.ndarray]:
@@ -148,6 +170,7 @@ def scene_layout(nuisance: Nuisance) -> dict[str, np.ndarray]:
   body_y0 = wheel_y - body_h
   cabin_y0 = body_y0 - 3
   ly, lx = nu.light_yx[:, 0], nu.light_yx[:, 1]
+  lamp, (housing_h, housing_w) = nu.lamp_size, housing_hw(nu.lamp_size)
   px, pb = nu.ped_x, nu.ped_bottom
   boxes = {
       "car": box(cabin_y0, nu.car_bottom, x0, x1),
@@ -156,10 +179,10 @@ def scene_layout(nuisance: Nuisance) -> dict[str, np.ndarray]:
       "window": box(cabin_y0 + 1, body_y0, x0 + 3, x1 - 3),
       "wheel_l": box(wheel_y, nu.car_bottom, x0 + 1, x0 + 3),
       "wheel_r": box(wheel_y, nu.car_bottom, x1 - 3, x1 - 1),
-      "light": box(ly, ly + HOUSING_HW[0], lx, lx + HOUSING_HW[1]),
-      "lamp_red": box(ly + 1, ly + 3, lx + 1, lx + 3),
-      "lamp_green": box(ly + 3, ly + 5, lx + 1, lx + 3),
-      "pole": box(ly + HOUSING_HW[0], nu.horizon, lx + 1, lx + 2),
+      "light": box(ly, ly + housing_h, lx, lx + housing_w),
+      "lamp_red": box(ly + 1, ly + 1 + lamp, lx + 1, lx + 1 + lamp),
+      "lamp_green": box(ly + 1 + lamp, ly + 1 + 2 * lamp, lx + 1, lx + 1 + lamp),
+      "pole": box(ly + housing_h, np.maximum(nu.horizon, ly + housing_h), lx + 1, lx + 2),
       "pedestrian": box(pb - PEDESTRIAN_HW[0], pb, px, px + PEDESTRIAN_HW[1]),
       "head": box(pb - 6, pb - 4, px, px + 2),
       "legs": box(pb - 1, pb, px, px + 2),
@@ -260,12 +283,12 @@ def render_scenes(attrs: dict[str, np.ndarray], nuisance: Nuisance) -> np.ndarra
   return np.clip(img * nuisance.brightness[:, None, None, None] + noise, 0.0, 1.0)
 
 
-def make_scenes(n: int, rng: np.random.Generator, size: int = 32
+def make_scenes(n: int, rng: np.random.Generator, size: int = 32, lamp_size: int = 2
                 ) -> tuple[np.ndarray, dict[str, np.ndarray], Nuisance]:
   """n scenes: (images (n, size, size, 3), attrs, nuisance); attributes drawn before nuisance."""
   n, rng, size = _check_n(n), _check_rng(rng), _check_size(size)
   attrs = sample_attributes(n, rng)
-  nuisance = sample_nuisance(n, rng, size)
+  nuisance = sample_nuisance(n, rng, size, lamp_size)
   return render_scenes(attrs, nuisance), attrs, nuisance
 
 
@@ -278,7 +301,8 @@ def with_attribute(attrs: dict[str, np.ndarray], attribute: str, values) -> dict
   return out
 
 
-def scene_pairs(n: int, attribute: str, rng: np.random.Generator, size: int = 32):
+def scene_pairs(n: int, attribute: str, rng: np.random.Generator, size: int = 32,
+                lamp_size: int = 2):
   """Pairs of scenes that differ in exactly ``attribute``, with the same nuisance draw.
 
   The second scene's attribute is uniform over the *other* values. Returns
@@ -288,7 +312,7 @@ def scene_pairs(n: int, attribute: str, rng: np.random.Generator, size: int = 32
     raise ValueError(f"attribute={attribute!r} is unknown; allowed: {', '.join(ATTRIBUTES)}")
   n, rng, size = _check_n(n), _check_rng(rng), _check_size(size)
   attrs_a = sample_attributes(n, rng)
-  nuisance = sample_nuisance(n, rng, size)
+  nuisance = sample_nuisance(n, rng, size, lamp_size)
   k = len(ATTRIBUTES[attribute])
   other = (attrs_a[attribute] + rng.integers(1, k, size=n)) % k
   attrs_b = with_attribute(attrs_a, attribute, other)

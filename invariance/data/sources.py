@@ -243,21 +243,22 @@ def as_objects(data: ImageData, object_size: int, channels: int) -> ImageData:
 
 # -- dashcam scenes -------------------------------------------------------------------------------
 def load_scenes(num_scenes: int, seed: Union[int, Sequence[int]], *, size: int = 32,
-                data_dir=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                data_dir=None, lamp_size: int = 2) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """``num_scenes`` dashcam scenes: (images (N, size, size, 3) float32, attrs int32 (N,) each).
 
-  Exactly ``scenes.make_scenes(num_scenes, np.random.default_rng(seed), size)[:2]``, read from the
-  ``dashcam_scenes`` TFDS dataset of that config (built into ``data_dir`` on first use).
+  Exactly ``scenes.make_scenes(num_scenes, np.random.default_rng(seed), size, lamp_size)[:2]``,
+  read from the ``dashcam_scenes`` TFDS dataset of that config (built into ``data_dir`` on first
+  use).
   ``seed`` may be a sequence of ints, e.g. ``(seed, stream)``.
   """
   from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
-  config = tfds_builders.ScenesConfig(num_scenes, seed, size)
+  config = tfds_builders.ScenesConfig(num_scenes, seed, size, lamp_size=lamp_size)
   records = _read_local_scenes(config, data_dir)
   return records.pop("image"), {k: v.astype(np.int32) for k, v in records.items()}
 
 
 def load_scene_pairs(num_pairs: int, attribute: str, seed: Union[int, Sequence[int]], *,
-                     size: int = 32, data_dir=None
+                     size: int = 32, data_dir=None, lamp_size: int = 2
                      ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray],
                                 dict[str, np.ndarray]]:
   """Scene pairs that differ in ``attribute`` only: (images_a, images_b, attrs_a, attrs_b).
@@ -266,7 +267,8 @@ def load_scene_pairs(num_pairs: int, attribute: str, seed: Union[int, Sequence[i
   read from the ``dashcam_scenes`` TFDS dataset of that config (built on first use).
   """
   from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
-  config = tfds_builders.ScenesConfig(num_pairs, seed, size, attribute=attribute)
+  config = tfds_builders.ScenesConfig(num_pairs, seed, size, attribute=attribute,
+                                      lamp_size=lamp_size)
   records = _read_local_scenes(config, data_dir)
   a, b = records.pop("image_a"), records.pop("image_b")
   other = records.pop(f"{attribute}_b").astype(np.int32)

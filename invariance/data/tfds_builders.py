@@ -125,7 +125,8 @@ def generator_fingerprint() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ScenesConfig:
-  """The scene generator's parameters: ``num_scenes`` scenes of ``size x size`` drawn from
+  """The scene generator's parameters: ``num_scenes`` scenes of ``size x size`` (lamps of
+  ``lamp_size``) drawn from
   ``np.random.default_rng(list(seed))`` by ``scenes.make_scenes`` or, with ``attribute`` set, pairs
   that differ in that attribute only (``scenes.scene_pairs``)."""
 
@@ -133,6 +134,7 @@ class ScenesConfig:
   seed: tuple[int, ...] = (0,)
   size: int = 32
   attribute: str = ""
+  lamp_size: int = 2
 
   def __post_init__(self):
     seed = (self.seed,) if isinstance(self.seed, (int, np.integer)) else self.seed
@@ -150,6 +152,7 @@ class ScenesConfig:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
       raise ValueError(f"num_scenes={n!r} is invalid; allowed: an int >= 1")
     scenes._check_size(self.size)  # pylint: disable=protected-access
+    scenes._check_lamp(self.lamp_size)  # pylint: disable=protected-access
     if self.attribute and self.attribute not in scenes.ATTRIBUTES:
       raise ValueError(f"attribute={self.attribute!r} is unknown; allowed: '' (scenes) or one of "
                        f"{', '.join(scenes.ATTRIBUTES)} (pairs)")
@@ -159,15 +162,17 @@ class ScenesConfig:
     """The TFDS config name, e.g. ``n20000_s32_seed0-0_g1a2b3c4d`` (``pairs_light_...``)."""
     kind = f"pairs_{self.attribute}_" if self.attribute else ""
     seed = "-".join(map(str, self.seed))
-    return f"{kind}n{self.num_scenes}_s{self.size}_seed{seed}_g{generator_fingerprint()}"
+    lamp = f"_l{self.lamp_size}" if self.lamp_size != 2 else ""
+    return f"{kind}n{self.num_scenes}_s{self.size}{lamp}_seed{seed}_g{generator_fingerprint()}"
 
   def generate(self) -> dict[str, np.ndarray]:
     """The scenes in memory, keyed as the dataset's features."""
     rng = np.random.default_rng(list(self.seed))
     if not self.attribute:
-      images, attrs, _ = scenes.make_scenes(self.num_scenes, rng, self.size)
+      images, attrs, _ = scenes.make_scenes(self.num_scenes, rng, self.size, self.lamp_size)
       return {"image": images, **attrs}
-    a, b, attrs_a, attrs_b, _ = scenes.scene_pairs(self.num_scenes, self.attribute, rng, self.size)
+    a, b, attrs_a, attrs_b, _ = scenes.scene_pairs(self.num_scenes, self.attribute, rng, self.size,
+                                                   self.lamp_size)
     return {"image_a": a, "image_b": b, **attrs_a,
             f"{self.attribute}_b": attrs_b[self.attribute]}
 
