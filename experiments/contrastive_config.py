@@ -41,7 +41,8 @@ class ContrastiveConfig(config.StudyConfig):
                                         "dose-response's second axis).", low=1, sort=True)
   probe_steps: tuple[int, ...] = config.param(
       (0, 25, 50, 100, 200, 400), "Steps at which the traced runs are probed layer by layer "
-      "(0 = the initialisation); each <= the longest --steps.", low=0, sort=True)
+      "(0 = the initialisation); each <= the longest --steps.", low=0, sort=True,
+      allow_empty=True)
   trace_probs: tuple[float, ...] = config.param(
       (0.0, 1.0), "The p values whose longest runs are traced through --probe_steps (each one of "
       "--mention_probs).", low=0, high=1, sort=True, allow_empty=True)
