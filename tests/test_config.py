@@ -1,5 +1,7 @@
 """The config machinery: one declaration per parameter -> absl flags, validation, identity."""
 import dataclasses
+import glob
+import os
 from typing import Optional
 
 from absl import flags
@@ -110,3 +112,17 @@ def test_changing_any_result_defining_field_is_refused_by_a_finished_workdir(tmp
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     if getattr(cfg, name) is not None:
       workdir_lib.Workdir(path, study, config.identity(_changed(cfg, f)))
+
+
+@pytest.mark.parametrize("flagfile", sorted(glob.glob(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs",
+    "*.flags"))))
+def test_every_shipped_flagfile_parses_and_validates(flagfile):
+  """A typo in a shipped flagfile fails here, not minutes into a user's run."""
+  classes = dict(study_configs())
+  study = os.path.basename(flagfile).split("_")[0].split(".")[0]
+  fv = flags.FlagValues()
+  config.define_flags(classes[study], fv)
+  fv(["prog", f"--flagfile={flagfile}"])
+  cfg = config.from_flags(classes[study], fv)
+  assert cfg.workdir and cfg.seeds
