@@ -40,7 +40,7 @@ def fit(doses: Sequence[float], accuracies: Sequence[float], chance: float) -> d
   start = (float(np.median(logs)), 2.0, float(max(y.max(), chance + 1e-3)))
   lower, upper = (logs.min() - 3.0, 0.01, chance), (logs.max() + 3.0, 50.0, 1.0)
   params, _ = curve_fit(lambda xx, m, s, t: curve(xx, m, s, t, chance), x, y,
-                        p0=np.clip(start, lower, upper), bounds=(lower, upper), maxfev=20000)
+                        p0=np.clip(start, lower, upper), bounds=(lower, upper), maxfev=4000)
   return dict(zip(("mid", "slope", "top"), map(float, params)))
 
 
