@@ -30,6 +30,22 @@ def popen(study: str, *args, merge_stderr: bool = False):
                           stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True)
 
 
+def flag_error(cls, *args) -> str:
+  """The one-line error the study's CLI would print for ``args`` (parsed and validated in this
+  process: cheap, for the many bad-flag cases; a few go through ``popen`` to check the CLI
+  itself), or "" when the flags are valid."""
+  from absl import flags
+  from experiments import config
+  fv = flags.FlagValues()
+  config.define_flags(cls, fv)
+  fv(["prog", *args])
+  try:
+    config.from_flags(cls, fv)
+  except config.FlagError as e:
+    return str(e)
+  return ""
+
+
 SMOKE_FLAGFILES = {"orbit": "experiments/configs/orbit_smoke.flags",
                    "contrastive": "experiments/configs/contrastive_smoke.flags",
                    "recover": "experiments/configs/recover_smoke.flags"}

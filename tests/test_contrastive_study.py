@@ -93,11 +93,25 @@ BAD = [  # (flag named in the error, arguments, text the error states)
     ("probe_steps", ["--probe_steps=0,50"], "<= the longest --steps=12"),
     ("trace_probs", ["--trace_probs=0.5"], "--mention_probs"),
     ("warmup_steps", ["--steps=2,12"], "shortest --steps=2"),
-    ("flagfile", ["--flagfile=experiments/configs/no_such.flags"], "no_such"),
+    ("duplicate_captions", ["--duplicate_captions=positive", "--tiled_threshold=16"],
+     "tiled_threshold"),
     # Sizes that cannot fit: refused up front with the estimate, not a traceback minutes later.
     ("embed_dims", ["--embed_dims=999999999999999999999999999999"], "GiB"),
     ("embed_dims", ["--embed_dims=100000000"], "GiB"),
 ]
+CLI_BAD = [  # through the command line: exit code, one line on stderr, the workdir untouched
+    ("flagfile", ["--flagfile=experiments/configs/no_such.flags"], "no_such"),
+    ("losses", ["--losses=clip,triplet"], "triplet"),
+    ("embed_dims", ["--embed_dims=100000000"], "GiB"),
+]
+
+
+def test_bad_flags_are_refused_naming_the_flag():
+  from experiments.contrastive_config import ContrastiveConfig
+  for flag, args, text in BAD:
+    message = cli.flag_error(ContrastiveConfig, f"--flagfile={SMOKE}", *args)
+    assert flag in message and text in message and "\n" not in message, (flag, message)
+  assert cli.flag_error(ContrastiveConfig, f"--flagfile={SMOKE}") == ""      # the control
 
 
 def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(tmp_path):
@@ -105,9 +119,8 @@ def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(tmp_path):
   workdir.mkdir()
   (workdir / "results.json").write_text('{"study": "contrastive", "rows": ["earlier"]}')
   before = sorted(os.listdir(workdir))
-  # All bad invocations at once (each is mostly interpreter and jax start-up).
   procs = [(flag, text, _cli(f"--flagfile={SMOKE}", f"--workdir={workdir}", *args))
-           for flag, args, text in BAD]
+           for flag, args, text in CLI_BAD]
   for flag, text, proc in procs:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0, flag
