@@ -60,25 +60,50 @@ def _of(summary, setting, **more) -> list[dict]:
   return [s for s in summary if all(s[k] == v for k, v in {**setting, **more}.items())]
 
 
-def layer_table(cfg, summary, inits, setting, attribute) -> str:
+def paired(rows, init_rows, setting, p, steps, key) -> dict:
+  """``{"d_mean", "d_ci95", "n"}``: the per-seed difference trained - init of ``key`` (a flat
+  row key, e.g. ``probe/embedding/light``), paired by seed (the run starts from that init), mean
+  and 95% t-interval over seeds."""
+  inits = {(i["seed"], i["embed_dim"], i["lamp_size"]): report.flatten(i, sep="/")
+           for i in init_rows}
+  diffs = []
+  for r in rows:
+    if r["mention_prob"] == p and r["steps"] == steps and all(
+        r[k] == v for k, v in setting.items()):
+      init = inits.get((r["seed"], r["embed_dim"], r["lamp_size"]))
+      flat = report.flatten(r, sep="/")
+      if init is not None and key in flat and key in init:
+        diffs.append(flat[key] - init[key])
+  if not diffs:
+    return {}
+  mean, _, ci = report.mean_sd_ci(diffs)
+  return {"d_mean": mean, "d_ci95": ci, "n": len(diffs)}
+
+
+def _signed(d: dict) -> str:
+  if not d:
+    return "-"
+  return (f"{d['d_mean']:+.3f}" if d["n"] < 2 else f"{d['d_mean']:+.3f} ± {d['d_ci95']:.3f}")
+
+
+def layer_table(cfg, summary, inits, setting, attribute, rows, init_rows) -> str:
   """Per layer: the probe for ``attribute`` and the counterfactual sensitivity, at init and after
-  training at each traced p (selectivity = trained - init)."""
+  training at each traced p, and the selectivity trained - init paired by seed (mean ± 95%)."""
   longest = max(cfg.steps)
   by_p = {s["mention_prob"]: s for s in _of(summary, setting, steps=longest)}
   ps = [p for p in sorted(by_p) if p in cfg.trace_probs] or sorted(by_p)[:1] + sorted(by_p)[-1:]
   init = next(i for i in inits if i["embed_dim"] == setting["embed_dim"]
               and i["lamp_size"] == setting["lamp_size"])
   header = ["layer", "init probe"] + [f"p = {p:g} probe" for p in ps] + [
-      f"p = {p:g} - init" for p in ps] + ["init sens."] + [f"p = {p:g} sens." for p in ps]
-  rows = []
+      f"p = {p:g} - init (paired)" for p in ps] + ["init sens."] + [f"p = {p:g} sens." for p in ps]
+  out = []
   for layer in _layers(summary):
     key = f"probe/{layer}/{attribute}"
-    sel = [(f"{by_p[p][key + '_mean'] - init[key + '_mean']:+.3f}" if key + "_mean" in by_p[p]
-            else "-") for p in ps]
+    sel = [_signed(paired(rows, init_rows, setting, p, longest, key)) for p in ps]
     sens = f"sensitivity/{layer}/{attribute}"
-    rows.append([layer, report.pm(init, key)] + [report.pm(by_p[p], key) for p in ps] + sel
-                + [report.pm(init, sens)] + [report.pm(by_p[p], sens) for p in ps])
-  return report.markdown_table(header, rows)
+    out.append([layer, report.pm(init, key)] + [report.pm(by_p[p], key) for p in ps] + sel
+               + [report.pm(init, sens)] + [report.pm(by_p[p], sens) for p in ps])
+  return report.markdown_table(header, out)
 
 
 def _layers(summary) -> list[str]:
@@ -165,8 +190,10 @@ def results_markdown(cfg, results: dict) -> str:
     name = _setting_name(setting)
     varied = "car_color" if setting["policy"] == "swap" else cfg.attribute
     for attribute in dict.fromkeys((LIGHT, varied, "car_color")):
+      table = layer_table(cfg, summary, inits, setting, attribute, results["rows"],
+                          results["init_rows"])
       parts.append(f"## {attribute} per layer, trained vs init ({name}, {max(cfg.steps)} steps)"
-                   f"\n\n{layer_table(cfg, summary, inits, setting, attribute)}\n")
+                   f"\n\n{table}\n")
     traced = trace_table(cfg, summary, setting, LIGHT)
     if traced:
       parts.append(f"## Light probe through training ({name})\n\n{traced}\n")
