@@ -22,6 +22,7 @@ SETTING = RUN[:-2]                      # a setting's runs differ in training le
 INIT = ("embed_dim", "lamp_size")
 LIGHT = dashcam.LIGHT
 DOSE_LEVEL = 0.9
+MIN_DOSES = 5                           # values of p a setting needs for a dose-response fit
 
 
 def _numeric(flat: dict, skip) -> list[str]:
@@ -135,10 +136,11 @@ def trace_table(cfg, summary, setting, attribute) -> str:
 def dose(cfg, rows, setting) -> dict | None:
   """The light probe on the embedding against exposures (light-mentioning captions seen), one
   point per run and seed, with the bootstrap fit (``invariance.dose_response``)."""
-  pts = [(r["exposures"], r["probe"]["embedding"][LIGHT]) for r in rows
-         if all(r[k] == v for k, v in setting.items()) and r["policy"] == "mention"]
-  if len({x for x, _ in pts}) < 3 or len(pts) < 4:
+  runs = [r for r in rows if all(r[k] == v for k, v in setting.items())
+          and r["policy"] == "mention"]
+  if len({r["mention_prob"] for r in runs}) < MIN_DOSES:      # too few doses to fit a curve
     return None
+  pts = [(r["exposures"], r["probe"]["embedding"][LIGHT]) for r in runs]
   x, y = map(np.array, zip(*pts))
   try:
     fit = dose_response.bootstrap(x, y, chance(LIGHT), DOSE_LEVEL)

@@ -70,7 +70,9 @@ def bootstrap(doses, accuracies, chance: float, level: float = 0.9, n_boot: int 
       continue
     draws.append((p["mid"], p["slope"], p["top"], dose_at(p, level, chance)))
   d = np.array(draws) if draws else np.full((1, 4), np.nan)
-  interval = lambda col: tuple(float(v) for v in np.percentile(d[:, col], [2.5, 97.5]))
+  # "nearest": a resample whose ceiling stays below ``level`` has dose inf, a valid upper end.
+  interval = lambda col: tuple(float(v) for v in np.percentile(d[:, col], [2.5, 97.5],
+                                                                method="nearest"))
   return {"fit": best, "level": level, "dose_at_level": dose_at(best, level, chance),
           "dose_at_level_ci95": interval(3), "mid_ci95": interval(0), "slope_ci95": interval(1),
           "top_ci95": interval(2), "n_boot": n_boot, "n_failed": failed}
