@@ -12,8 +12,17 @@ from invariance import dashcam
 from invariance import dual_encoder as de
 from invariance.data import captions as captions_lib
 
-METHODS = ("probe", "probe_penultimate", "finetune", "recaption", "scratch")
+# Methods on the n axis: frozen probes of the p = 0 tower, and four ways to train it on n labels.
+METHODS = ("probe", "probe_penultimate", "finetune", "lpft", "lastblock", "scratch")
+TRAINED = ("finetune", "lpft", "lastblock", "scratch")
+# Reference towers probed through the same protocol as ``probe`` / ``probe_penultimate``.
+REFERENCES = ("p1", "init")
+# Where matched-step re-captioning starts: the p = 0 tower, random init, the p = 1 tower.
+STARTS = ("p0", "init", "p1")
 LIGHT = dashcam.LIGHT
+# The recovery study's fixed validation split (beside dashcam's LABELLED = 10, HELD_OUT = 11):
+# learning rates and early-stopping points are chosen on it, never on the test scenes.
+VALIDATION = 12
 
 
 param = config.param
@@ -23,49 +32,77 @@ param = config.param
 class RecoverConfig(config.StudyConfig):
   DATA_PARALLEL = ("contrastive_batch_size", "tune_batch_size")
 
-  methods: tuple[str, ...] = param(METHODS, "Recovery methods to compare (see module docstring).",
-                                   choices=METHODS)
+  methods: tuple[str, ...] = param(METHODS, "Methods on the labelled-scenes axis (see module "
+                                   "docstring of experiments.recover).", choices=METHODS)
   n_labels: tuple[int, ...] = param((8, 32, 128, 512, 2048), "Numbers of labelled scenes.", low=1,
                                     sort=True)
-  recaption_fractions: tuple[float, ...] = param(
-      (0.1, 1.0), "recaption: fractions of the re-captioned training captions that mention the "
-      "light (0 = continue training on p = 0 captions, a control).", low=0, high=1, sort=True)
-  pretrained_workdir: str = param("", "A finished contrastive-study workdir whose p = 0 "
-                                  "checkpoints (one per --seeds, --loss, --embed_dim) are the "
-                                  "starting point; '' = pretrain here.")
+  references: tuple[str, ...] = param(
+      REFERENCES, "Reference towers probed like the p = 0 tower: p1 (captions always mention the "
+      "light; upper reference), init (the random init the p = 0 tower started from; lower "
+      "reference); empty for none.", choices=REFERENCES, allow_empty=True)
+  pretrained_workdir: str = param("", "A finished contrastive-study workdir whose p = 0 (and, when "
+                                  "used, p = 1) checkpoints of every --seeds, --loss, --embed_dim "
+                                  "are the starting points; '' = pretrain here.")
   loss: str = param("clip", "Contrastive loss of the dual encoder.", choices=de.LOSSES)
   embed_dim: int = param(8, "Embedding dimension of the dual encoder.", low=1)
-  num_train: int = param(20000, "Captioned training scenes (pretraining and recaption).", low=1)
-  contrastive_batch_size: int = param(128, "Batch size of pretraining and recaption.", low=1)
+  num_train: int = param(20000, "Captioned training scenes (pretraining and re-captioning).",
+                         low=1)
+  contrastive_batch_size: int = param(128, "Batch size of pretraining and re-captioning.", low=1)
   pretrain_steps: int = param(400, "Pretraining steps (ignored with --pretrained_workdir).", low=1)
   pretrain_learning_rate: float = param(1e-3, "Pretraining peak Adam learning rate.", above=0)
   pretrain_warmup_steps: int = param(50, "Pretraining warmup steps (then cosine decay).", low=0)
-  recaption_steps: int = param(200, "Contrastive steps on the re-captioned scenes.", low=1)
-  recaption_learning_rate: float = param(1e-3, "recaption: Adam learning rate (cosine decay).",
-                                         above=0)
-  tune_steps: int = param(400, "finetune and scratch: training steps (any n).", low=1)
-  tune_batch_size: int = param(32, "finetune and scratch: batch size (n < batch repeats the n "
-                               "scenes within a batch).", low=1)
-  tune_learning_rate: float = param(3e-3, "finetune and scratch: Adam learning rate (cosine "
-                                    "decay); one recipe, so the two differ only in the tower's "
-                                    "starting point.", above=0)
+  recaption_starts: tuple[str, ...] = param(
+      STARTS, "Matched-step re-captioning: towers it starts from (empty: none).", choices=STARTS,
+      allow_empty=True)
+  recaption_fractions: tuple[float, ...] = param(
+      (1.0,), "Re-captioning: fractions of the training captions that mention the light.",
+      low=0, high=1, sort=True)
+  recaption_steps: tuple[int, ...] = param(
+      (50, 100, 200, 400, 800), "Re-captioning: contrastive steps at which the light is probed "
+      "(checkpoints of one run per start, whose learning rate is constant after warmup).", low=1,
+      sort=True)
+  recaption_learning_rate: float = param(1e-3, "Re-captioning: Adam learning rate (constant after "
+                                         "warmup).", above=0)
+  recaption_warmup_steps: int = param(25, "Re-captioning: linear warmup steps.", low=0)
+  learning_rates: tuple[float, ...] = param(
+      (3e-4, 1e-3, 3e-3), "finetune, lpft, lastblock, scratch: Adam learning rates tried (cosine "
+      "decay over --tune_steps); the one with the best validation accuracy is kept.", above=0,
+      sort=True)
+  tune_steps: int = param(800, "finetune, lpft, lastblock, scratch: step cap (a run still "
+                          "improving at it is reported as under-trained).", low=1)
+  tune_batch_size: int = param(32, "finetune, lpft, lastblock, scratch: batch size (n < batch "
+                               "repeats the n scenes within a batch).", low=1)
+  early_stopping_every: int = param(25, "Steps between validation evaluations of a tuned run.",
+                                    low=1)
+  early_stopping_patience: int = param(8, "A tuned run stops after this many evaluations without "
+                                       "a validation gain of more than 0.005 (cover the loss "
+                                       "plateau before the light is picked up: about 100-200 "
+                                       "steps here).", low=1)
+  num_val: int = param(500, "Fixed validation scenes (their own stream) on which learning rates "
+                       "and early-stopping points are chosen.", low=8)
   num_test: int = param(1000, "Held-out scenes every accuracy is measured on.", low=8)
   target_acc: float = param(0.9, "Light accuracy whose smallest n is reported per method.",
                             above=0, high=1)
 
   @property
-  def fractions(self) -> tuple:
-    """The recaption fractions that run (none unless ``recaption`` is among the methods)."""
-    return self.recaption_fractions if "recaption" in self.methods else ()
+  def trained(self) -> tuple:
+    return tuple(m for m in self.methods if m in TRAINED)
+
+  @property
+  def uses_p1(self) -> bool:
+    return "p1" in self.references or "p1" in self.recaption_starts
+
+  def run_key(self, p: float) -> str:
+    """The contrastive study's name of the p run (its checkpoint directory)."""
+    return dashcam.run_key(self.loss, p, self.embed_dim)
 
   @property
   def pretrained_run(self) -> str:
-    """The contrastive study's name of the p = 0 run (its checkpoint directory)."""
-    return dashcam.run_key(self.loss, 0.0, self.embed_dim)
+    return self.run_key(0.0)
 
-  def pretrained_dir(self, seed: int) -> str:
-    """Where the ``--pretrained_workdir``'s p = 0 run of ``seed`` keeps its checkpoints."""
-    return os.path.join(self.pretrained_workdir, "checkpoints", self.pretrained_run, str(seed))
+  def pretrained_dir(self, seed: int, p: float = 0.0) -> str:
+    """Where the ``--pretrained_workdir``'s p run of ``seed`` keeps its checkpoints."""
+    return os.path.join(self.pretrained_workdir, "checkpoints", self.run_key(p), str(seed))
 
   def validate(self):
     if self.pretrain_warmup_steps >= self.pretrain_steps:
@@ -74,6 +111,12 @@ class RecoverConfig(config.StudyConfig):
     if self.contrastive_batch_size > self.num_train:
       config.fail("contrastive_batch_size", self.contrastive_batch_size,
                   f"allowed: <= --num_train={self.num_train}")
+    if self.recaption_starts and self.recaption_warmup_steps >= min(self.recaption_steps):
+      config.fail("recaption_warmup_steps", self.recaption_warmup_steps,
+                  f"allowed: < the smallest --recaption_steps ({min(self.recaption_steps)})")
+    if self.trained and self.early_stopping_every > self.tune_steps:
+      config.fail("early_stopping_every", self.early_stopping_every,
+                  f"allowed: <= --tune_steps={self.tune_steps}")
     cli.check_memory("embed_dim", self.embed_dim, de.training_bytes(
         captions_lib.Tokenizer().vocab_size, self.embed_dim, self.contrastive_batch_size))
     pretrained_steps(self)
@@ -83,22 +126,29 @@ config.define_flags(RecoverConfig)
 
 
 def pretrained_steps(cfg: RecoverConfig) -> int:
-  """The step of the p = 0 checkpoints to start from; a ``--pretrained_workdir`` must be a
-  contrastive-study workdir with a finished p = 0 run of this loss and dim for every seed (``main``
-  reads the checkpoints before it creates the workdir)."""
+  """The step of the p = 0 (and p = 1) checkpoints to start from; a ``--pretrained_workdir`` must be
+  a contrastive-study workdir (its flags.json ``steps``: one length, or a list of lengths whose
+  largest is where its checkpoints end) with finished p = 0 runs (and p = 1 runs when
+  ``--references`` or ``--recaption_starts`` use them) of this loss and dim for every seed
+  (``main`` reads the checkpoints before it creates the workdir)."""
   flag, path = "pretrained_workdir", cfg.pretrained_workdir
   if not path:
     return cfg.pretrain_steps
   stored = os.path.join(path, "flags.json")
   made_with = workdir_lib.read_json(stored, flag) if os.path.isfile(stored) else None
   steps = made_with.get("steps") if isinstance(made_with, dict) else None
-  if not isinstance(steps, int):
+  if isinstance(steps, list) and steps and all(isinstance(s, int) and not isinstance(s, bool)
+                                               for s in steps):
+    steps = max(steps)
+  if not isinstance(steps, int) or isinstance(steps, bool):
     config.fail(flag, path, ("no such directory" if not os.path.isdir(path) else
                              "has no contrastive-study flags.json (with steps)")
                 + "; allowed: a contrastive-study workdir, or '' to pretrain here")
-  for seed in cfg.seeds:
-    if not os.path.isdir(os.path.join(cfg.pretrained_dir(seed), str(steps))):
-      config.fail(flag, path, f"has no step-{steps} checkpoint in {cfg.pretrained_dir(seed)}; "
-                  "allowed: a workdir whose p = 0 run of --loss, --embed_dim finished for every "
-                  "--seeds")
+  for p in (0.0, 1.0) if cfg.uses_p1 else (0.0,):
+    for seed in cfg.seeds:
+      if not os.path.isdir(os.path.join(cfg.pretrained_dir(seed, p), str(steps))):
+        config.fail(flag, path, f"has no step-{steps} checkpoint in {cfg.pretrained_dir(seed, p)}; "
+                    f"allowed: a workdir whose p = {p:g} run of --loss, --embed_dim finished for "
+                    "every --seeds" + (" (p = 1: for --references / --recaption_starts p1)"
+                                       if p else ""))
   return steps
