@@ -245,7 +245,7 @@ class Recovery:
     for lr in cfg.learning_rates:
       run = tune_run(method, n, lr)
       opt = self.optimizers[("lastblock" if method == "lastblock" else "tune", lr)]
-      params, history = recovery.fit_classifier(
+      params, history = dashcam.fit_classifier(
           self.classifier.loss_fn, start, images[:n], attrs[LIGHT][:n], cfg.tune_batch_size,
           seed, opt, self.train_config(run, seed, cfg.tune_steps, False, self.early),
           self.schedules[("tune", lr)], validate)

@@ -22,7 +22,7 @@ STARTS = ("p0", "init", "p1")
 LIGHT = dashcam.LIGHT
 # The recovery study's fixed validation split (beside dashcam's LABELLED = 10, HELD_OUT = 11):
 # learning rates and early-stopping points are chosen on it, never on the test scenes.
-VALIDATION = 12
+VALIDATION = dashcam.VALIDATION   # the recovery study's validation stream
 
 
 param = config.param

@@ -13,6 +13,7 @@ every split from its own numpy stream ``np.random.default_rng([seed, k])``:
   ``RECAPTIONS``          5   recovery: re-captioned training scenes (one stream for every f)
   ``LABELLED``           10   recovery: the labelled pool (its first n scenes: nested label sets)
   ``HELD_OUT``           11   recovery: the held-out test scenes
+  ``VALIDATION``         12   recovery: the fixed validation scenes of early stopping
   =====================  ===  =====================================================================
 
 Captions for every p are drawn from one stream: each scene's template and mention coin are the
@@ -48,7 +49,7 @@ ZERO_SHOT = {
 EVAL_BATCH = 500
 
 TRAIN, PROBE_TRAIN, PROBE_TEST, PAIRS, CAPTIONS, RECAPTIONS = 0, 1, 2, 3, 4, 5
-LABELLED, HELD_OUT = 10, 11
+LABELLED, HELD_OUT, VALIDATION = 10, 11, 12
 
 
 def rng(seed: int, stream: int, *sub: int) -> np.random.Generator:
@@ -165,11 +166,12 @@ def fit_dual_encoder(model: de.Jitted, params, images_NHWC, captions: Sequence[s
 
 def fit_classifier(loss_fn, params, images_NHWC, labels_N, batch_size: int, seed: int,
                    optimizer: optax.GradientTransformation, config: train.TrainConfig,
-                   schedule=None):
+                   schedule=None, validate=None):
   """Supervised training of a classifier (e.g. ``dual_encoder.make_classifier_loss_fn``) on
   labelled scenes, in the seed's batch order and with its step key (``tune_key``): the recovery
-  study's ``finetune`` and ``scratch``. Returns ``train.fit``'s (params, history)."""
+  study's trained methods (``validate``: for ``config.early_stopping``). Returns ``train.fit``'s
+  (params, history)."""
   batch_at = pipeline.train_batch_fn({"images": images_NHWC, "labels": labels_N}, batch_size,
                                      seed=seed)
   return train.fit(loss_fn, params, batch_at, optimizer, config, tune_key(seed),
-                   schedule=schedule)
+                   schedule=schedule, validate=validate)

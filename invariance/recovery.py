@@ -2,8 +2,6 @@
 
 Recipes (a light classifier = ``dual_encoder.LightClassifier``: image tower + linear head):
 
-* ``fit_classifier(..., validate=)`` - ``dashcam.fit_classifier`` (same batch order and step key)
-  with ``train.fit``'s convergence rule: ``validate(params)`` every few steps, best params kept.
 * ``probe_head(features, labels, classes)`` - the linear-probe stage of LP-FT (Kumar et al. 2022,
   "Fine-tuning can distort pretrained features"): logistic regression on the frozen features as
   one dense layer (optionally on standardised features, folded in); ``with_head`` puts it on a
@@ -42,9 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from invariance import dashcam
 from invariance import probes
-from invariance import train
 from invariance.data import pipeline
 
 LAST_BLOCK_FROZEN = ("conv0", "conv1")     # last-block fine-tuning: these tower layers stay fixed
@@ -52,17 +48,6 @@ CHANCE_MARGIN = 0.1                        # "at chance": accuracy < chance + 0.
 
 
 # -- recipes -------------------------------------------------------------------------------------
-def fit_classifier(loss_fn: Callable, params, images_NHWC, labels_N, batch_size: int, seed: int,
-                   optimizer: optax.GradientTransformation, config: train.TrainConfig,
-                   schedule=None, validate: Optional[Callable] = None):
-  """``dashcam.fit_classifier`` (the seed's batch order, ``dashcam.tune_key``) with ``validate``
-  passed to ``train.fit`` (for ``config.early_stopping``). Returns ``train.fit``'s output."""
-  batch_at = pipeline.train_batch_fn({"images": images_NHWC, "labels": labels_N}, batch_size,
-                                     seed=seed)
-  return train.fit(loss_fn, params, batch_at, optimizer, config, dashcam.tune_key(seed),
-                   schedule=schedule, validate=validate)
-
-
 def probe_head(features_ND, labels_N, classes: int, c: float = 1.0, seed: int = 0,
                scaling: str = "global") -> dict:
   """``{"kernel": (D, classes), "bias": (classes,)}``: a dense layer on the raw ``features_ND``
