@@ -8,6 +8,11 @@
 (b) A train step (forward + backward + Adam) of the circular ConvNet (24 x 24 x 1, three 3 x 3
     layers of 32 channels, batch 128): achieved FLOP/s (convolution FLOPs only) as a fraction of
     that matmul peak, beside the same net with zero padding (the non-invariant control).
+
+Goals (restated in issue #16 from measurement): the fast orbit path >= 0.5 of its own bound (its
+FLOP ceiling over the naive path is ~2.1x, so a speedup goal of 3x was unreachable by
+construction; the speedup is still reported); the circular ConvNet's step >= 0.3 of the matmul
+peak (where PyTorch's CPU build runs the same step, side by side on the same machine).
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ import optax
 
 from experiments.benchmarks import timing
 from invariance import encoders, groups, orbit
+
+FRACTION_OF_BOUND_GOAL = 0.5
+CNN_FRACTION_OF_PEAK_GOAL = 0.3
 
 
 def _orbit_path(batch: int = 64, hw: int = 24, hidden: int = 256, repeats: int = 5) -> dict:
@@ -80,25 +88,33 @@ def run(repeats: int = 5) -> dict:
   path["fraction_of_bound"] = (path["bound_flops"] / peak["flop_per_s"]) / path["fast"]["median_s"]
   circ = _cnn_step(encoders.CircularCNN((32, 32, 32)), repeats=repeats)
   zero = _cnn_step(encoders.FlatCNN((32, 32, 32)), repeats=repeats)
+  cnn_fraction = circ["flop_per_s"] / peak["flop_per_s"]
   return {"suite": "orbit", "device": str(jax.devices()[0].device_kind),
           "matmul_peak": peak, "orbit_path": path,
           "speedup": path["speedup"], "fraction_of_bound": path["fraction_of_bound"],
           "cnn_circular": circ, "cnn_zero_padding": zero,
-          "cnn_fraction_of_peak": circ["flop_per_s"] / peak["flop_per_s"],
-          "cnn_zero_padding_fraction_of_peak": zero["flop_per_s"] / peak["flop_per_s"]}
+          "cnn_fraction_of_peak": cnn_fraction,
+          "cnn_zero_padding_fraction_of_peak": zero["flop_per_s"] / peak["flop_per_s"],
+          "goals": {"fraction_of_bound": {"at_least": FRACTION_OF_BOUND_GOAL,
+                                          "met": path["fraction_of_bound"]
+                                          >= FRACTION_OF_BOUND_GOAL},
+                    "cnn_fraction_of_peak": {"at_least": CNN_FRACTION_OF_PEAK_GOAL,
+                                             "met": cnn_fraction >= CNN_FRACTION_OF_PEAK_GOAL}}}
 
 
 def format_table(r: dict) -> str:
-  p = r["orbit_path"]
+  p, goals = r["orbit_path"], r["goals"]
   ms = lambda t: f"{1e3 * t['median_s']:.1f} ms"
+  verdict = lambda g: f"goal >= {g['at_least']}: {'met' if g['met'] else 'NOT met'}"
   return "\n".join([
       f"orbit suite on {r['device']}: matmul peak {r['matmul_peak']['flop_per_s'] / 1e9:.1f} GFLOP/s",
       f"translation orbit (|G|={p['group_order']}, batch {p['batch']}): naive {ms(p['naive'])}, "
       f"fast {ms(p['fast'])}, speedup {r['speedup']:.2f}x, fraction_of_bound "
-      f"{r['fraction_of_bound']:.2f}, max |grad diff| {p['max_grad_abs_diff']:.2e}",
+      f"{r['fraction_of_bound']:.2f} ({verdict(goals['fraction_of_bound'])}), "
+      f"max |grad diff| {p['max_grad_abs_diff']:.2e}",
       f"circular ConvNet train step: {ms(r['cnn_circular'])}, fraction of peak "
-      f"{r['cnn_fraction_of_peak']:.2f} (zero-padding control "
-      f"{r['cnn_zero_padding_fraction_of_peak']:.2f})",
+      f"{r['cnn_fraction_of_peak']:.2f} ({verdict(goals['cnn_fraction_of_peak'])}; zero-padding "
+      f"control {r['cnn_zero_padding_fraction_of_peak']:.2f})",
   ])
 
 
