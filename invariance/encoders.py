@@ -277,8 +277,10 @@ def _patch_conv_fwd(x_NHWC, kernel_KKIO, nb, wrap):
 
 
 def _patch_conv_bwd(nb, wrap, res, dy):
-  # dW = patches(x)^T dy; dx = the correlation of dy (same padding) with the flipped, transposed
-  # kernel.
+  # One patch matrix of dy serves both gradients. With P = patches(dy), block t holding
+  # dy[q + off_t]: dx = P @ (the flipped, transposed kernel), and dW_t = sum_p x[p + off_t]^T dy[p]
+  # = sum_q x[q]^T dy[q - off_t] = (x^T P)'s block for the opposite offset, k*k - 1 - t (the
+  # padding, wrapped or zero, is the same on both sides of that substitution).
   x, kernel, need_dx, need_dw = res
   if isinstance(dy, jax.custom_derivatives.SymbolicZero):
     return None, None
@@ -287,13 +289,22 @@ def _patch_conv_bwd(nb, wrap, res, dy):
 
   def body(dw, inp):
     xc, dyc = inp
+    if not need_dx:          # the data's layer: patches of its few input channels are cheaper
+      return dw + _patches(xc, k, wrap).reshape(-1, k * k * i).T @ dyc.reshape(-1, o), None
+    p = _patches(dyc, k, wrap).reshape(-1, k * k * o)
     if need_dw:
-      dw = dw + _patches(xc, k, wrap).reshape(-1, k * k * i).T @ dyc.reshape(-1, o)
-    return dw, (_patches(dyc, k, wrap) @ flipped if need_dx else None)
+      dw = dw + _from_dy_patches(xc.reshape(-1, i).T @ p, k)
+    return dw, (p @ flipped).reshape(xc.shape)
 
   chunk = lambda a: a.reshape((nb, -1) + a.shape[1:])
   dw, dx = jax.lax.scan(body, jnp.zeros((k * k * i, o), kernel.dtype), (chunk(x), chunk(dy)))
   return (dx.reshape(x.shape) if need_dx else None), (dw.reshape(kernel.shape) if need_dw else None)
+
+
+def _from_dy_patches(xt_p, k: int):
+  """(I, k*k*O) = x^T patches(dy) -> dW as (k*k*I, O): block t is dW for the opposite tap."""
+  i, o = xt_p.shape[0], xt_p.shape[1] // (k * k)
+  return xt_p.reshape(i, k * k, o)[:, ::-1].transpose(1, 0, 2).reshape(k * k * i, o)
 
 
 _patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd, symbolic_zeros=True)

@@ -10,7 +10,11 @@ A refactor must leave them alone. To update after such a change:
 
 Tolerance: floats within rtol 1e-4 / atol 1e-6 (float summation order differs between XLA
 versions; accuracy on 64 test examples moves in steps of 1/64, far outside it); everything else
-exact. Wall-clock fields (names containing "seconds") are not compared.
+exact. Wall-clock fields (names containing "seconds") are not compared. Exception: counterfactual
+sensitivities (fields under "sensitivity") within rtol 2e-3. They are ratios of distances between
+embeddings of scenes that differ in a few pixels, which amplify last-bit differences: the same
+commit gave values 4e-4 apart (relative) on two machines of this workplace (different CPUs, so
+different XLA:CPU code), with nothing else in the rows moving beyond 1e-4.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import sys
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "goldens")
 RTOL, ATOL = 1e-4, 1e-6
+SENSITIVITY_RTOL = 2e-3
 
 
 def _strip(value):
@@ -46,7 +51,8 @@ def differences(expected, actual, path: str = "") -> list[str]:
             for d in differences(e, a, f"{path}[{i}]")]
   if (isinstance(expected, float) or isinstance(actual, float)) and not isinstance(
       expected, bool) and isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
-    if math.isclose(expected, actual, rel_tol=RTOL, abs_tol=ATOL) or (
+    rtol = SENSITIVITY_RTOL if "/sensitivity/" in path else RTOL
+    if math.isclose(expected, actual, rel_tol=rtol, abs_tol=ATOL) or (
         math.isnan(expected) and math.isnan(actual)):
       return []
   elif expected == actual:

@@ -101,3 +101,13 @@ def test_the_comparison_rejects_a_moved_number():
   assert golden.differences(row, dict(row, acc=0.5 + 1 / 64)) != []
   assert golden.differences(row, dict(row, n=4)) != []
   assert golden.differences(row, {k: v for k, v in row.items() if k != "loss"}) != []
+
+
+def test_sensitivities_get_the_cross_machine_tolerance_and_nothing_else_does():
+  """A sensitivity 4e-4 off (what two CPUs gave for the same commit) passes; 1% off is caught, and
+  the same 4e-4 on any other field is caught."""
+  row = {"sensitivity": {"embedding": {"light": 0.2}}, "probe": {"embedding": {"light": 0.2}}}
+  moved = lambda field, f: {**row, field: {"embedding": {"light": 0.2 * f}}}
+  assert golden.differences(row, moved("sensitivity", 1 + 4e-4)) == []
+  assert golden.differences(row, moved("sensitivity", 1.01)) != []
+  assert golden.differences(row, moved("probe", 1 + 4e-4)) != []
