@@ -258,47 +258,60 @@ def _batch_chunks(n: int) -> int:
   return n // max(d for d in range(1, min(_IMAGES_PER_CHUNK, n) + 1) if n % d == 0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _patch_conv(x_NHWC, kernel_KKIO, nb, wrap):
-  """Cross-correlation (stride 1, odd k, wrap-around or zero "SAME" padding) as im2col matmuls
-  over ``nb`` chunks of images, so the patches stay in cache."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _patch_conv(x_NHWC, kernel_KKIO, bias_O, nb, wrap, relu):
+  """Cross-correlation (stride 1, odd k, wrap-around or zero "SAME" padding) plus bias, then ReLU
+  (``relu``), as im2col matmuls over ``nb`` chunks of images, so the patches, the bias and the
+  ReLU stay in cache."""
   k, _, _, o = kernel_KKIO.shape
   w = kernel_KKIO.reshape(-1, o)
-  y = jax.lax.map(lambda xc: _patches(xc, k, wrap) @ w,
-                  x_NHWC.reshape((nb, -1) + x_NHWC.shape[1:]))
+
+  def chunk(xc):
+    y = _patches(xc, k, wrap) @ w + bias_O
+    return jnp.maximum(y, 0) if relu else y
+
+  y = jax.lax.map(chunk, x_NHWC.reshape((nb, -1) + x_NHWC.shape[1:]))
   return y.reshape(x_NHWC.shape[:3] + (o,))
 
 
-def _patch_conv_fwd(x_NHWC, kernel_KKIO, nb, wrap):
+def _patch_conv_fwd(x_NHWC, kernel_KKIO, bias_O, nb, wrap, relu):
   # symbolic_zeros: the primals come wrapped, with ``perturbed`` telling whether a gradient can
   # flow into them; the input gradient is skipped for data (the first layer), a third of its cost.
-  x, kernel = x_NHWC.value, kernel_KKIO.value
-  return _patch_conv(x, kernel, nb, wrap), (x, kernel, x_NHWC.perturbed, kernel_KKIO.perturbed)
+  x, kernel, bias = x_NHWC.value, kernel_KKIO.value, bias_O.value
+  y = _patch_conv(x, kernel, bias, nb, wrap, relu)
+  return y, (x, kernel, y if relu else None, x_NHWC.perturbed,
+             kernel_KKIO.perturbed or bias_O.perturbed)
 
 
-def _patch_conv_bwd(nb, wrap, res, dy):
+def _patch_conv_bwd(nb, wrap, relu, res, dy):
   # One patch matrix of dy serves both gradients. With P = patches(dy), block t holding
   # dy[q + off_t]: dx = P @ (the flipped, transposed kernel), and dW_t = sum_p x[p + off_t]^T dy[p]
   # = sum_q x[q]^T dy[q - off_t] = (x^T P)'s block for the opposite offset, k*k - 1 - t (the
   # padding, wrapped or zero, is the same on both sides of that substitution).
-  x, kernel, need_dx, need_dw = res
+  x, kernel, y, need_dx, need_dw = res
   if isinstance(dy, jax.custom_derivatives.SymbolicZero):
-    return None, None
+    return None, None, None
   k, _, i, o = kernel.shape
   flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * o, i)
 
-  def body(dw, inp):
-    xc, dyc = inp
+  def body(acc, inp):
+    dw, db = acc
+    xc, dyc = inp[:2]
+    if relu:
+      dyc = jnp.where(inp[2] > 0, dyc, 0)
+    db = db + dyc.reshape(-1, o).sum(0)
     if not need_dx:          # the data's layer: patches of its few input channels are cheaper
-      return dw + _patches(xc, k, wrap).reshape(-1, k * k * i).T @ dyc.reshape(-1, o), None
+      return (dw + _patches(xc, k, wrap).reshape(-1, k * k * i).T @ dyc.reshape(-1, o), db), None
     p = _patches(dyc, k, wrap).reshape(-1, k * k * o)
     if need_dw:
       dw = dw + _from_dy_patches(xc.reshape(-1, i).T @ p, k)
-    return dw, (p @ flipped).reshape(xc.shape)
+    return (dw, db), (p @ flipped).reshape(xc.shape)
 
   chunk = lambda a: a.reshape((nb, -1) + a.shape[1:])
-  dw, dx = jax.lax.scan(body, jnp.zeros((k * k * i, o), kernel.dtype), (chunk(x), chunk(dy)))
-  return (dx.reshape(x.shape) if need_dx else None), (dw.reshape(kernel.shape) if need_dw else None)
+  zeros = (jnp.zeros((k * k * i, o), kernel.dtype), jnp.zeros((o,), kernel.dtype))
+  (dw, db), dx = jax.lax.scan(body, zeros, (chunk(x), chunk(dy)) + ((chunk(y),) if relu else ()))
+  return ((dx.reshape(x.shape) if need_dx else None),
+          *((dw.reshape(kernel.shape), db) if need_dw else (None, None)))
 
 
 def _from_dy_patches(xt_p, k: int):
@@ -311,12 +324,13 @@ _patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd, symbolic_zeros=True)
 
 
 class PatchConv(nn.Module):
-  """Conv, stride 1, odd kernel, wrap-around (``circular=True``) or zero "SAME" padding, as
-  chunked im2col matmuls; same parameters as ``nn.Conv``."""
+  """Conv, stride 1, odd kernel, wrap-around (``circular=True``) or zero "SAME" padding, then
+  ReLU (``relu=True``), as chunked im2col matmuls; same parameters as ``nn.Conv``."""
 
   features: int
   kernel_size: int = 3
   circular: bool = True
+  relu: bool = False
 
   @nn.compact
   def __call__(self, x_NHWC):
@@ -326,7 +340,8 @@ class PatchConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (k, k, x_NHWC.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return _patch_conv(x_NHWC, kernel, _batch_chunks(x_NHWC.shape[0]), self.circular) + bias
+    return _patch_conv(x_NHWC, kernel, bias, _batch_chunks(x_NHWC.shape[0]), self.circular,
+                       self.relu)
 
 
 DOWNSAMPLING = ("none", "stride", "aps")
@@ -374,14 +389,15 @@ class ConvNet(nn.Module):
   def setup(self):
     if self.downsample not in DOWNSAMPLING:
       raise ValueError(f"downsample={self.downsample!r}; allowed: {', '.join(DOWNSAMPLING)}")
-    self.convs = [PatchConv(c, self.kernel_size, circular=self.circular) for c in self.channels]
+    self.convs = [PatchConv(c, self.kernel_size, circular=self.circular, relu=True)
+                  for c in self.channels]
     self.head = nn.Dense(self.num_classes)
 
   def feature_maps(self, x_NHWC):
     down = {"none": lambda x: x, "stride": stride_downsample, "aps": aps_downsample}[
         self.downsample]
     for i, conv in enumerate(self.convs):
-      x_NHWC = nn.relu(conv(x_NHWC))
+      x_NHWC = conv(x_NHWC)                        # conv + bias + ReLU
       if i == len(self.convs) - 1 or self.downsample == "none":
         continue
       if x_NHWC.shape[1] % 2 or x_NHWC.shape[2] % 2:

@@ -100,27 +100,32 @@ def test_group_cnn_rejects_bad_config():
     encoders.GroupCNN("rotations").init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
 
 
-@pytest.mark.parametrize("circular,shape", [(True, (6, 7, 7, 3)), (False, (6, 7, 7, 3)),
-                                           (True, (24, 6, 4, 2))])
-def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape):
-  """The hand-written im2col conv (and its custom backward) against lax.conv on padded input; the
-  second shape runs over 3 chunks of images. Gradients w.r.t. all inputs, and w.r.t. the kernel
-  alone and the input alone (the backward skips what no gradient flows into)."""
+@pytest.mark.parametrize("circular,shape,relu", [(True, (6, 7, 7, 3), False),
+                                                (False, (6, 7, 7, 3), False),
+                                                (True, (24, 6, 4, 2), True),
+                                                (False, (6, 7, 7, 3), True)])
+def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu):
+  """The hand-written im2col conv (and its custom backward, with the bias and the ReLU inside)
+  against lax.conv on padded input; the (24, ...) shape runs over 3 chunks of images. Gradients
+  w.r.t. all inputs, and w.r.t. the kernel alone and the input alone (the backward skips what no
+  gradient flows into)."""
   x = jax.random.normal(jax.random.key(3), shape)
-  conv = encoders.PatchConv(5, 3, circular=circular)
+  conv = encoders.PatchConv(5, 3, circular=circular, relu=relu)
   params = conv.init(jax.random.key(4), x)
-  k, b = params["params"]["kernel"], params["params"]["bias"]
+  k = params["params"]["kernel"]
+  b = jax.random.normal(jax.random.key(5), (5,)) * 0.3      # a bias that moves the ReLU's mask
+  act = jax.nn.relu if relu else (lambda y: y)
 
   def reference(k, b, x):
     xp = encoders.circular_pad(x, 1) if circular else jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     y = jax.lax.conv_general_dilated(xp, k, (1, 1), "VALID",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + b
+    return act(y + b)
 
   mine = lambda k, b, x: conv.apply({"params": {"kernel": k, "bias": b}}, x)
   chex.assert_trees_all_close(mine(k, b, x), reference(k, b, x), atol=1e-5, rtol=1e-5)
   loss = lambda f: lambda k, b, x: jnp.sum(jnp.sin(f(k, b, x)))
-  for argnums in ((0, 1, 2), (0,), (2,)):
+  for argnums in ((0, 1, 2), (0,), (1,), (2,)):
     g_mine = jax.grad(loss(mine), argnums=argnums)(k, b, x)
     g_ref = jax.grad(loss(reference), argnums=argnums)(k, b, x)
     chex.assert_trees_all_close(g_mine, g_ref, atol=1e-4, rtol=1e-4)
