@@ -79,6 +79,9 @@ class StudyConfig:
                                        "or auto-detected).", run_only=True)
   process_id: Optional[int] = param(None, "This process's index (default: $JAX_PROCESS_ID, or "
                                     "auto-detected).", run_only=True)
+  profile_steps: str = param("", "a:b traces steps a .. b-1 of every training run with "
+                             "jax.profiler into <workdir>/profile/<run>/seed<k> (TensorBoard's "
+                             "profile tab, Perfetto); '' traces nothing.", run_only=True)
   heartbeat_timeout: int = param(60, "Seconds without a heartbeat after which a process counts as "
                                  "dead: the survivors stop with an error instead of waiting "
                                  "forever.", low=1, run_only=True)
@@ -197,7 +200,19 @@ def from_flags(cls, flag_values=None):
   values = {f.name: parse_field(cls, f.name, fv[f.name].value) for f in _fields(cls)}
   cfg = cls(**values)
   cfg.validate()
+  profile_range(cfg.profile_steps)
   return cfg
+
+
+def profile_range(text: str) -> Optional[tuple[int, int]]:
+  """``--profile_steps``: ``"a:b"`` -> (a, b), ``""`` -> None."""
+  if not text:
+    return None
+  a, sep, b = text.partition(":")
+  if sep and a.strip().isdigit() and b.strip().isdigit() and int(a) < int(b):
+    return int(a), int(b)
+  fail("profile_steps", text, "allowed: a:b with integers 0 <= a < b (steps a .. b-1 of each "
+       "training run), or '' for no profile")
 
 
 def identity(cfg) -> dict:

@@ -80,8 +80,7 @@ def run_one(run: str, model: models.Model, seed: int, cfg: OrbitConfig, data: or
                                                 min(cfg.warmup_steps, steps - 1), steps)
   tcfg = train.TrainConfig(steps=steps, name=f"{run}/seed{seed}", log_every=cfg.log_every,
                            checkpoint_every=cfg.checkpoint_every,
-                           checkpoint_dir=workdir.checkpoint_dir(run, seed),
-                           metrics_path=workdir.metrics_path(run, seed),
+                           **workdir.train_paths(run, seed, cfg),
                            early_stopping=train.EarlyStopping(cfg.eval_every, cfg.patience,
                                                               cfg.min_delta))
   eval_jit = jax.jit(model.eval_logits)

@@ -191,11 +191,11 @@ class Recovery:
 
   def train_config(self, run: str, seed: int, steps: int, checkpoints: bool = True,
                    early=None) -> train.TrainConfig:
+    paths = self.workdir.train_paths(run, seed, self.cfg)
     return train.TrainConfig(
         steps=steps, name=f"{run}/seed{seed}", log_every=self.cfg.log_every,
-        checkpoint_dir=self.workdir.checkpoint_dir(run, seed) if checkpoints else None,
-        checkpoint_every=self.cfg.checkpoint_every,
-        metrics_path=self.workdir.metrics_path(run, seed), early_stopping=early)
+        checkpoint_every=self.cfg.checkpoint_every, early_stopping=early,
+        **{**paths, "checkpoint_dir": paths["checkpoint_dir"] if checkpoints else None})
 
   # -- rows ---------------------------------------------------------------------------------------
   def readout(self, seed: int, key, params, representation: str, n=None) -> dict:

@@ -5,9 +5,7 @@ of the mean over seeds (``<metric>_mean``, ``_sd``, ``_ci95``); ``pm`` prints me
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from typing import Any, Sequence
 
 from experiments import workdir as workdir_lib
@@ -82,11 +80,10 @@ def pyplot():
 
 
 def read_metrics(path: str) -> list[dict]:
-  """The per-step records of one run's ``metrics.jsonl`` ([] if it does not exist)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The per-step records of one run's ``metrics.jsonl`` ([] if it does not exist; local or
+  ``gs://``; a torn last line dropped, any other bad line an error naming the file)."""
+  from invariance import train
+  return train.read_metrics(path)
 
 
 def plot_loss_curves(workdir: workdir_lib.Workdir, runs: Sequence[tuple[str, int]],

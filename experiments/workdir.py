@@ -7,21 +7,25 @@
   * ``checkpoints/<run>/<seed>`` - orbax checkpoints and ``metrics.jsonl`` (per-step scalars).
   * ``results.json``, ``results.md``, ``*.png`` - written atomically (temp file + rename) only
     once every row exists, so earlier results are never replaced by partial ones.
+  * ``tensorboard/<run>/seed<k>``, ``profile/<run>/seed<k>`` - TensorBoard event files (beside
+    ``metrics.jsonl``, which stays the source of truth) and ``--profile_steps`` traces.
   * Under ``--distributed`` every process computes every row (training is collective) and only
-    process 0 writes; the workdir must be on a filesystem that all hosts see.
+    process 0 writes; the workdir must be on a filesystem that all hosts see, or on Cloud Storage.
+  * ``--workdir=gs://bucket/path`` works the same: every file goes through ``invariance.storage``
+    (one object upload is Cloud Storage's atomic write) and orbax writes checkpoints there itself.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
-import tempfile
 from typing import Callable
 
 from absl import logging
 
+from experiments import config
 from experiments.config import fail
+from invariance import storage
 
 
 def is_writer() -> bool:
@@ -30,20 +34,7 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def write_atomic(path: str, data: bytes | str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data.encode() if isinstance(data, str) else data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+write_atomic = storage.write_atomic
 
 
 def write_json(path: str, obj) -> None:
@@ -53,10 +44,9 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str, flag: str = "workdir"):
   """A JSON file of a workdir; a damaged one is a one-line error naming the file."""
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(storage.read_text(path))
   except json.JSONDecodeError as e:
-    fail(flag, os.path.dirname(path), f"{path} is not valid JSON ({e.msg} at line {e.lineno}); "
+    fail(flag, storage.parent(path), f"{path} is not valid JSON ({e.msg} at line {e.lineno}); "
          "allowed: delete that file to recompute it, or use a new --workdir")
 
 
@@ -93,17 +83,22 @@ class Workdir:
     once every input the study needs has been checked)."""
     if not path:
       fail("workdir", path, "allowed: a directory path (required)")
-    if os.path.exists(path) and not os.path.isdir(path):
+    problem = storage.bucket_error(path)
+    if problem:
+      fail("workdir", path, f"{problem}; allowed: a gs:// path in an existing bucket you can "
+           "write, or a local directory")
+    if storage.isfile(path):
       fail("workdir", path, "is a file; allowed: a directory (new or made by this study)")
     self.path, self.study = path, study
     self.flags = {**identity, "study": study}
-    self.rows_dir = os.path.join(path, "rows")
+    self.rows_dir = storage.join(path, "rows")
     _check_same_on_every_process(self.flags)
-    stored = os.path.join(path, "flags.json")
-    if not os.path.exists(stored) and any(
-        os.path.exists(os.path.join(path, name)) for name in ("results.json", "rows")):
+    stored = storage.join(path, "flags.json")
+    exists = storage.exists(stored)
+    if not exists and any(storage.exists(storage.join(path, name))
+                          for name in ("results.json", "rows")):
       fail("workdir", path, "holds results but no flags.json; allowed: a new --workdir")
-    if os.path.exists(stored):
+    if exists:
       previous = read_json(stored)
       if previous != self.flags:
         changed = sorted(k for k in set(previous) | set(self.flags)
@@ -114,24 +109,43 @@ class Workdir:
       self.create()
 
   def create(self) -> None:
-    stored = os.path.join(self.path, "flags.json")
-    if not os.path.exists(stored) and is_writer():
+    stored = storage.join(self.path, "flags.json")
+    if not storage.exists(stored) and is_writer():
       write_json(stored, self.flags)
 
+  def _run_path(self, kind: str, run: str, leaf: str) -> str:
+    return storage.absolute(storage.join(self.path, kind, run, leaf))
+
   def checkpoint_dir(self, run: str, seed: int) -> str:
-    return os.path.abspath(os.path.join(self.path, "checkpoints", run, str(seed)))
+    return self._run_path("checkpoints", run, str(seed))
 
   def metrics_path(self, run: str, seed: int) -> str:
     """Where ``train.fit`` appends the run's per-step scalars."""
-    return os.path.abspath(os.path.join(self.path, "metrics", run, f"seed{seed}.jsonl"))
+    return self._run_path("metrics", run, f"seed{seed}.jsonl")
+
+  def events_dir(self, run: str, seed: int) -> str:
+    """The run's TensorBoard event files (``tensorboard --logdir=<workdir>/tensorboard``)."""
+    return self._run_path("tensorboard", run, f"seed{seed}")
+
+  def profile_dir(self, run: str, seed: int) -> str:
+    """Where ``--profile_steps`` traces of the run go (TensorBoard's profile tab, Perfetto)."""
+    return self._run_path("profile", run, f"seed{seed}")
+
+  def train_paths(self, run: str, seed: int, cfg) -> dict:
+    """The ``TrainConfig`` fields that place a run's files in this workdir (checkpoints, metrics,
+    TensorBoard events) and ask for its profile (``cfg.profile_steps``)."""
+    return dict(checkpoint_dir=self.checkpoint_dir(run, seed),
+                metrics_path=self.metrics_path(run, seed), events_dir=self.events_dir(run, seed),
+                profile_dir=self.profile_dir(run, seed),
+                profile_steps=config.profile_range(cfg.profile_steps))
 
   def has_row(self, key: str) -> bool:
-    return os.path.exists(os.path.join(self.rows_dir, key + ".json"))
+    return storage.exists(storage.join(self.rows_dir, key + ".json"))
 
   def row(self, key: str, compute: Callable[[], dict]) -> dict:
     """The finished row ``key``, computed (and saved atomically) only if it is not there yet."""
-    path = os.path.join(self.rows_dir, key + ".json")
-    if os.path.exists(path):
+    path = storage.join(self.rows_dir, key + ".json")
+    if storage.exists(path):
       logging.info("%s: %s already finished, reusing its row", self.study, key)
       return read_json(path)
     row = compute()
@@ -140,7 +154,7 @@ class Workdir:
     return row
 
   def file(self, name: str) -> str:
-    return os.path.join(self.path, name)
+    return storage.join(self.path, name)
 
   def publish(self, results: dict, markdown: str, plot: Callable[["Workdir"], None]) -> dict:
     """Write the finished study: ``plot(self)`` PNGs, then results.md and results.json, each

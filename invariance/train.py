@@ -22,12 +22,24 @@
 * Curves: with ``config.metrics_path``, every step's scalars (``loss``, ``lr`` when a schedule
   is given, and every aux scalar the loss function returns) are appended to that JSON-lines file,
   flushed at each progress line and checkpoint. A resumed run first drops the records past the
-  checkpoint it resumes from, so the file holds each step once.
+  checkpoint it resumes from, and a torn last line (what a kill during an append leaves), so the
+  file holds each step once; any other unreadable line is an error naming the file.
+* TensorBoard: with ``config.events_dir``, the same scalars (and the validation score, tag
+  ``val``) go to event files there too (tensorboardX, no TensorFlow), flushed with the metrics
+  file; a resumed run purges the steps past its checkpoint. ``metrics.jsonl`` stays the source of
+  truth.
+* Profiles: ``config.profile_steps=(a, b)`` traces steps a .. b-1 with ``jax.profiler`` into
+  ``config.profile_dir`` (TensorBoard's profile tab, Perfetto); a ``gs://`` directory gets the
+  trace once it is finished.
+* Files: every path may be local or ``gs://`` (``invariance.storage``; orbax writes checkpoints to
+  Cloud Storage itself).
 * ``project(params) -> params`` (optional) runs after every update inside the jitted step, e.g.
   to clamp CLIP's log logit scale at ln 100 after the update rather than inside the loss.
 * A non-finite loss stops training with ``FloatingPointError`` before anything is saved; a
   checkpoint past ``config.steps`` is refused with a ``ValueError``.
 * ``load_params(directory, step, like)`` reads the params of a checkpoint ``fit`` wrote.
+* An unreadable checkpoint is a one-line ``ValueError``; orbax's manager is closed first, and the
+  reads orbax abandoned stay quiet when they finish (see ``_quiet_abandoned_reads``).
 """
 from __future__ import annotations
 
@@ -35,6 +47,8 @@ import dataclasses
 import functools
 import json
 import os
+import sys
+import tempfile
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -45,6 +59,7 @@ import optax
 from absl import logging
 
 from invariance import parallel
+from invariance import storage
 
 PyTree = Any
 
@@ -73,12 +88,20 @@ class TrainConfig:
   max_to_keep: int = 2
   metrics_path: Optional[str] = None      # None: no per-step metrics file
   early_stopping: Optional[EarlyStopping] = None   # needs fit(..., validate=)
+  events_dir: Optional[str] = None        # None: no TensorBoard event files
+  profile_dir: Optional[str] = None       # where profile_steps' trace goes
+  profile_steps: Optional[tuple[int, int]] = None  # (a, b): trace steps a .. b-1
 
   def __post_init__(self):
     if self.steps < 1:
       raise ValueError(f"steps={self.steps} must be >= 1")
     if self.log_every < 1 or self.checkpoint_every < 1:
       raise ValueError("log_every and checkpoint_every must be >= 1")
+    if self.profile_steps is not None:
+      a, b = self.profile_steps
+      if not 0 <= a < b or self.profile_dir is None:
+        raise ValueError(f"profile_steps={self.profile_steps}: allowed (a, b) with 0 <= a < b, "
+                         "and a profile_dir")
 
 
 @functools.lru_cache(maxsize=64)
@@ -170,10 +193,13 @@ class _Checkpoints:
   def restore(self, step: int, target: PyTree) -> PyTree:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                             target)
+    _quiet_abandoned_reads()
     try:
       return self.manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax raises many types for damaged files
-      raise ValueError(f"checkpoint at step {step} in {self.manager.directory} is unreadable "
+      directory = self.manager.directory
+      self.close()
+      raise ValueError(f"checkpoint at step {step} in {directory} is unreadable "
                        f"({type(e).__name__}); delete that step directory to retrain") from e
 
   def save(self, step: int, state: PyTree, force: bool = False) -> None:
@@ -182,27 +208,82 @@ class _Checkpoints:
 
   def close(self) -> None:
     if self.manager is not None:
-      self.manager.wait_until_finished()
-      self.manager.close()
+      manager, self.manager = self.manager, None
+      manager.wait_until_finished()
+      manager.close()
+
+
+def _is_abandoned_read(unraisable) -> bool:
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def _quiet_abandoned_reads() -> None:
+  """From a restore on, drop the "Event loop is closed" errors of reads a failed restore abandons.
+
+  Orbax restores every array concurrently on an asyncio loop; when one read fails it closes that
+  loop while tensorstore is still finishing the others, and each of those, on completion, tries
+  to wake the closed loop from a tensorstore thread. Python reports each as an unraisable
+  exception (tens to hundreds of tracebacks around the one-line error, some while the restore is
+  still unwinding, hence installed before it). Nothing can be read back through a closed loop,
+  so those - and only those - are dropped; every other unraisable exception still reaches the
+  previous hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, "quiet_abandoned_reads", False):
+    return
+
+  def hook(unraisable):
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+
+  hook.quiet_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
+def read_metrics(path: str, resume_step: Optional[int] = None) -> list[dict]:
+  """The records of a ``metrics.jsonl`` ([] if there is none). A torn last line (a kill during
+  an append) is dropped; any other unreadable line raises ``ValueError`` naming the file.
+  ``resume_step``: keep only the records up to that step."""
+  if not storage.exists(path):
+    return []
+  lines = storage.read_text(path).split("\n")
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      step = record["step"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      if i == len(lines) - 1:      # no newline after it: an append that a kill cut short
+        logging.warning("%s: dropped its torn last line (%d characters)", path, len(line))
+        break
+      raise ValueError(f"{path}: line {i + 1} is not a metrics record ({e}); allowed: delete "
+                       "that file (its run's curves restart) or the line") from None
+    if resume_step is None or step <= resume_step:
+      records.append(record)
+  return records
 
 
 class _MetricsLog:
-  """Per-step scalars as JSON lines (see module docstring); only process 0 writes."""
+  """Per-step scalars as JSON lines, and as TensorBoard events (see module docstring); only
+  process 0 writes."""
 
-  def __init__(self, path: Optional[str], resume_step: int):
-    self.path, self.pending = path, []
-    if path is None or jax.process_index() != 0:
+  def __init__(self, path: Optional[str], resume_step: int, events_dir: Optional[str] = None):
+    self.path, self.pending, self.events = path, [], None
+    if jax.process_index() != 0:
       self.path = None
       return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    kept = []
-    if os.path.exists(path):        # drop records past the checkpoint we resume from
-      with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    if path is not None:
+      if not storage.is_remote(path):
+        os.makedirs(storage.parent(path), exist_ok=True)
+      kept = read_metrics(path, resume_step)   # drop records past the checkpoint we resume from
+      storage.write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    if events_dir is not None:
+      import tensorboardX  # local: only runs that write events need it
+      # purge_step: TensorBoard hides what an earlier, killed attempt logged past the checkpoint.
+      self.events = tensorboardX.SummaryWriter(events_dir, purge_step=resume_step + 1,
+                                               flush_secs=10 ** 9)
 
   def add(self, step: int, loss, aux: dict, lr) -> None:
     if self.path is not None:
@@ -210,18 +291,58 @@ class _MetricsLog:
       self.pending.append(record if lr is None else {**record, "lr": lr})
 
   def add_validation(self, score: float) -> None:
-    if self.path is not None and self.pending:
+    if self.pending:
       self.pending[-1]["val"] = score
 
   def flush(self) -> None:
-    if self.path is None or not self.pending:
+    if not self.pending:
       return
-    pending = jax.device_get(self.pending)
-    with open(self.path, "a") as f:
-      for record in pending:
-        f.write(json.dumps({k: int(v) if k == "step" else float(v) for k, v in record.items()})
-                + "\n")
+    records = [{k: int(v) if k == "step" else float(v) for k, v in record.items()}
+               for record in jax.device_get(self.pending)]
     self.pending = []
+    if self.path is not None:
+      storage.append(self.path, "".join(json.dumps(r) + "\n" for r in records))
+    if self.events is not None:
+      for record in records:
+        for tag, value in record.items():
+          if tag != "step":
+            self.events.add_scalar(tag, value, record["step"])
+      self.events.flush()
+
+  def close(self) -> None:
+    self.flush()
+    if self.events is not None:
+      self.events.close()
+      self.events = None
+
+
+class _Profile:
+  """``jax.profiler`` trace of steps a .. b-1 (``TrainConfig.profile_steps``): started before
+  step a, stopped once step b-1's results are ready. A ``gs://`` destination gets the trace
+  copied up when it stops (the profiler writes local files)."""
+
+  def __init__(self, steps: Optional[tuple[int, int]], directory: Optional[str]):
+    self.steps, self.directory, self.local, self.on = steps, directory, None, False
+
+  def before(self, step: int) -> None:
+    if self.steps is not None and step == self.steps[0]:
+      self.local = (tempfile.mkdtemp(prefix="profile-") if storage.is_remote(self.directory)
+                    else self.directory)
+      jax.profiler.start_trace(self.local)
+      self.on = True
+
+  def after(self, step: int, outputs) -> None:
+    if self.on and step + 1 == self.steps[1]:
+      self.stop(outputs)
+
+  def stop(self, outputs=None) -> None:
+    if not self.on:
+      return
+    jax.block_until_ready(outputs)
+    jax.profiler.stop_trace()
+    self.on = False
+    if self.local != self.directory:
+      storage.copy_tree(self.local, self.directory)
 
 
 def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
@@ -276,13 +397,15 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
       rule = {"best": state["early"]["best"], "state": np.array(state["early"]["state"]),
               "curve": np.array(state["early"]["curve"])}
     logging.info("%s: resumed from checkpoint at step %d", config.name, start)
-  metrics_log = _MetricsLog(config.metrics_path, start)
+  metrics_log = _MetricsLog(config.metrics_path, start, config.events_dir)
+  profile = _Profile(config.profile_steps, config.profile_dir)
 
   first = batch_at(start)
   batch_size = int(np.shape(jax.tree.leaves(first)[0])[0])
   n_dev = mesh.shape[parallel.DATA_AXIS]
   if batch_size % n_dev:
     ckpt.close()
+    metrics_log.close()
     raise ValueError(f"{config.name}: batch size {batch_size} must be a multiple of the {n_dev} "
                      "devices of the data mesh")
 
@@ -305,8 +428,10 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
       if rule["state"][3]:                     # stopped early before the resume
         break
       batch = first if step == start else batch_at(step)
+      profile.before(step)
       params, opt_state, loss_array, aux = step_fn(params, opt_state,
                                                    to_global(batch, batch_shard), key_data, step)
+      profile.after(step, loss_array)
       done = last = step + 1
       metrics_log.add(done, loss_array, aux, None if schedule is None else schedule(step))
       if early is not None and (done % early.every == 0 or done == config.steps):
@@ -352,7 +477,9 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         history["logged_steps"].append(done)
         break
   finally:
+    profile.stop()
     ckpt.close()
+    metrics_log.close()
   if resumed_from is not None and last == start:   # finished before: report its final loss
     history["loss"], history["logged_steps"] = [restored_loss], [start]
   if early is not None:
@@ -374,14 +501,15 @@ def load_params(directory: str, step: int, like: PyTree) -> PyTree:
   onto this process's first device whatever topology saved it. Raises ``ValueError`` (one line)
   for a missing or unreadable checkpoint or one whose parameters differ from ``like``'s shapes."""
   import orbax.checkpoint as ocp  # local: only needed when checkpointing
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     raise ValueError(f"{directory}: no such checkpoint directory")
-  manager = ocp.CheckpointManager(os.path.abspath(directory),
+  manager = ocp.CheckpointManager(storage.absolute(directory),
                                   options=ocp.CheckpointManagerOptions(create=False),
                                   item_handlers=ocp.StandardCheckpointHandler())
   # Restore onto this process's first device, not the sharding the checkpoint was saved with
   # (that names the devices, and under multi-host the hosts, of the run that wrote it).
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  _quiet_abandoned_reads()
   try:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
                           dict(manager.item_metadata(step)))
