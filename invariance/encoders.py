@@ -8,11 +8,19 @@ and ``__call__ = classify(embed(x))``, so orbit averaging can wrap the feature e
 * ``FlatCNN``       - the control: same convolutions, zero padding, flatten head. Not invariant.
 * ``GroupCNN``      - p4 (``group="rotations"``) or p4m (``group="dihedral"``) group convolutions
                       with group pooling: hard C4 / D4 invariance on square inputs.
+
+Convolutions: ``conv_path`` picks the implementation by backend - XLA's own convolution on GPU
+and TPU (cuDNN, the TPU's convolution units; circular padding as an explicit wrap, then a VALID
+conv), the chunked im2col matmuls on CPU, which are faster there (BENCHMARKS.md). Both compute the
+same function with the same parameters (tested equal in values and gradients on CPU).
+
+Precision: ``dtype`` (None: float32) is the computation dtype of the towers (e.g.
+``jnp.bfloat16``); parameters stay float32 (cast at use), so optimizer state is float32 too.
 """
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -29,7 +37,8 @@ class FlatDense(nn.Module):
 
   def __call__(self, x_NHWC):
     kernel, bias = self.params_for(x_NHWC.shape[1:])
-    return jnp.einsum("nhwc,hwcf->nf", x_NHWC, kernel) + bias
+    dt = x_NHWC.dtype
+    return jnp.einsum("nhwc,hwcf->nf", x_NHWC, kernel.astype(dt)) + bias.astype(dt)
 
   @nn.compact
   def params_for(self, hwc):
@@ -182,10 +191,11 @@ def _num_chunks(n: int, order: int) -> int:
 class MLP(nn.Module):
   hidden: Sequence[int] = (256, 256)
   num_classes: int = 10
+  dtype: Optional[Any] = None        # computation dtype of ``embed`` (see module docstring)
 
   def setup(self):
     self.first = FlatDense(self.hidden[0])
-    self.rest = [nn.Dense(h) for h in self.hidden[1:]]
+    self.rest = [nn.Dense(h, dtype=self.dtype) for h in self.hidden[1:]]
     self.head = nn.Dense(self.num_classes)
 
   def _after_first(self, h):
@@ -195,7 +205,9 @@ class MLP(nn.Module):
     return h
 
   def embed(self, x_NHWC):
-    return self._after_first(self.first(x_NHWC))
+    if self.dtype is not None:
+      x_NHWC = x_NHWC.astype(self.dtype)
+    return self._after_first(self.first(x_NHWC)).astype(jnp.float32)
 
   def embed_translation_orbit(self, x_NHWC):
     """Features of every cyclic shift of x: (N, H*W, F); the first layer by DFT matmuls."""
@@ -323,14 +335,42 @@ def _from_dy_patches(xt_p, k: int):
 _patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd, symbolic_zeros=True)
 
 
+CONV_PATHS = ("auto", "native", "im2col")
+
+
+def conv_path(requested: str = "auto", backend: Optional[str] = None) -> str:
+  """The convolution implementation the ConvNets use: ``"native"`` (XLA's convolution: cuDNN on
+  GPU, the convolution units on TPU) on every accelerator, ``"im2col"`` (chunked matmuls with a
+  hand-written gradient, tuned for XLA:CPU) on CPU. ``requested`` other than ``"auto"`` overrides
+  the choice (the bench's ``--conv_impl``); ``backend`` defaults to ``jax.default_backend()``."""
+  if requested not in CONV_PATHS:
+    raise ValueError(f"conv_impl={requested!r}; allowed: {', '.join(CONV_PATHS)}")
+  if requested != "auto":
+    return requested
+  return "im2col" if (backend or jax.default_backend()) == "cpu" else "native"
+
+
+def _native_conv(x_NHWC, kernel_KKIO, bias_O, wrap: bool, relu: bool):
+  """The same function as ``_patch_conv`` through ``lax.conv_general_dilated``: wrap-around
+  padding made explicit (then VALID), or zero "SAME" padding."""
+  k = kernel_KKIO.shape[0]
+  x = circular_pad(x_NHWC, k // 2) if wrap else x_NHWC
+  y = jax.lax.conv_general_dilated(x, kernel_KKIO, (1, 1), "VALID" if wrap else "SAME",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias_O
+  return jnp.maximum(y, 0) if relu else y
+
+
 class PatchConv(nn.Module):
   """Conv, stride 1, odd kernel, wrap-around (``circular=True``) or zero "SAME" padding, then
-  ReLU (``relu=True``), as chunked im2col matmuls; same parameters as ``nn.Conv``."""
+  ReLU (``relu=True``); same parameters as ``nn.Conv``. ``impl`` (see ``conv_path``): chunked
+  im2col matmuls, or XLA's convolution. ``dtype``: computation dtype (parameters float32)."""
 
   features: int
   kernel_size: int = 3
   circular: bool = True
   relu: bool = False
+  impl: str = "auto"
+  dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x_NHWC):
@@ -340,6 +380,10 @@ class PatchConv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (k, k, x_NHWC.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    dt = self.dtype or x_NHWC.dtype
+    x_NHWC, kernel, bias = x_NHWC.astype(dt), kernel.astype(dt), bias.astype(dt)
+    if conv_path(self.impl) == "native":
+      return _native_conv(x_NHWC, kernel, bias, self.circular, self.relu)
     return _patch_conv(x_NHWC, kernel, bias, _batch_chunks(x_NHWC.shape[0]), self.circular,
                        self.relu)
 
@@ -385,12 +429,14 @@ class ConvNet(nn.Module):
   circular: bool = True
   global_pool: bool = True
   downsample: str = "none"
+  conv_impl: str = "auto"            # see ``conv_path``
+  dtype: Optional[Any] = None        # computation dtype (see module docstring)
 
   def setup(self):
     if self.downsample not in DOWNSAMPLING:
       raise ValueError(f"downsample={self.downsample!r}; allowed: {', '.join(DOWNSAMPLING)}")
-    self.convs = [PatchConv(c, self.kernel_size, circular=self.circular, relu=True)
-                  for c in self.channels]
+    self.convs = [PatchConv(c, self.kernel_size, circular=self.circular, relu=True,
+                            impl=self.conv_impl, dtype=self.dtype) for c in self.channels]
     self.head = nn.Dense(self.num_classes)
 
   def feature_maps(self, x_NHWC):
@@ -408,7 +454,7 @@ class ConvNet(nn.Module):
     return x_NHWC
 
   def embed(self, x_NHWC):
-    maps = self.feature_maps(x_NHWC)
+    maps = self.feature_maps(x_NHWC).astype(jnp.float32)     # pooled and classified in float32
     if self.global_pool:
       return jnp.mean(maps, axis=(1, 2))           # the invariant pooling
     return maps.reshape(x_NHWC.shape[0], -1)
@@ -451,6 +497,7 @@ class GroupConv(nn.Module):
   features: int
   kernel_size: int = 3
   lifting: bool = False
+  dtype: Optional[Any] = None        # computation dtype (parameters float32)
 
   @nn.compact
   def __call__(self, x):
@@ -476,9 +523,10 @@ class GroupConv(nn.Module):
       bank = jnp.concatenate(blocks, axis=-1)           # k, k, |G|*C, |G|*F
       x_in = x.reshape(n, h, w, order * c)
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    y = jax.lax.conv_general_dilated(x_in, bank, (1, 1), "SAME",
+    dt = self.dtype or x_in.dtype
+    y = jax.lax.conv_general_dilated(x_in.astype(dt), bank.astype(dt), (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y.reshape(n, h, w, order, self.features) + bias
+    return y.reshape(n, h, w, order, self.features) + bias.astype(dt)
 
 
 class GroupCNN(nn.Module):
@@ -488,6 +536,7 @@ class GroupCNN(nn.Module):
   channels: Sequence[int] = (16, 16, 16)
   kernel_size: int = 3
   num_classes: int = 10
+  dtype: Optional[Any] = None        # computation dtype (see module docstring)
 
   def setup(self):
     if self.kernel_size % 2 != 1:
@@ -496,7 +545,7 @@ class GroupCNN(nn.Module):
     if self.group_name not in ("rotations", "dihedral"):
       raise ValueError(f"group_name={self.group_name!r}; allowed: 'rotations' (p4), 'dihedral' (p4m)")
     group = groups_lib.Rotations() if self.group_name == "rotations" else groups_lib.Dihedral()
-    self.layers = [GroupConv(group, c, self.kernel_size, lifting=(i == 0))
+    self.layers = [GroupConv(group, c, self.kernel_size, lifting=(i == 0), dtype=self.dtype)
                    for i, c in enumerate(self.channels)]
     self.head = nn.Dense(self.num_classes)
 
@@ -506,7 +555,7 @@ class GroupCNN(nn.Module):
     h = x_NHWC
     for layer in self.layers:
       h = nn.relu(layer(h))
-    return jnp.mean(h, axis=(1, 2, 3))     # group pooling: space and the group axis
+    return jnp.mean(h.astype(jnp.float32), axis=(1, 2, 3))   # group pooling: space and G
 
   def classify(self, features):
     return self.head(features)

@@ -39,16 +39,24 @@ def _trained(model, steps=3):
   return params
 
 
+# Every ConvNet claim runs on both convolution paths (``encoders.conv_path``): the im2col matmuls
+# CPU uses and XLA's convolution GPUs and TPUs use.
+CONV_IMPLS = ("im2col", "native")
+
 INVARIANT = [
-    ("circular_cnn", encoders.CircularCNN((6, 6), num_classes=3), T),
+    *((f"circular_cnn_{impl}", encoders.CircularCNN((6, 6), num_classes=3, conv_impl=impl), T)
+      for impl in CONV_IMPLS),
     ("p4", encoders.GroupCNN("rotations", (4, 4), num_classes=3), groups_lib.Rotations()),
     ("p4m_rotations", encoders.GroupCNN("dihedral", (4, 4), num_classes=3), groups_lib.Rotations()),
     ("p4m", encoders.GroupCNN("dihedral", (4, 4), num_classes=3), groups_lib.Dihedral()),
 ]
 CONTROLS = [
     ("mlp", encoders.MLP((16,), num_classes=3), T),
-    ("flat_cnn", encoders.FlatCNN((6, 6), num_classes=3), T),
-    ("circular_cnn_under_rotation", encoders.CircularCNN((6, 6), num_classes=3), groups_lib.Rotations()),
+    *((f"flat_cnn_{impl}", encoders.FlatCNN((6, 6), num_classes=3, conv_impl=impl), T)
+      for impl in CONV_IMPLS),
+    *((f"circular_cnn_{impl}_under_rotation",
+       encoders.CircularCNN((6, 6), num_classes=3, conv_impl=impl), groups_lib.Rotations())
+      for impl in CONV_IMPLS),
     ("p4_under_flips", encoders.GroupCNN("rotations", (4, 4), num_classes=3), groups_lib.Dihedral()),
 ]
 
@@ -59,7 +67,7 @@ class InvariantEncodersTest(chex.TestCase):
   def test_hard_invariance_at_init_and_after_training(self):
     # Op-by-op (without jit) dispatch is slow: that variant checks the first model only.
     for name, model, group in INVARIANT if self.variant.type == chex.ChexVariantType.WITH_JIT \
-        else INVARIANT[:1]:
+        else INVARIANT[:2]:
       for params in (model.init(jax.random.key(1), X), _trained(model)):
         fn = self.variant(lambda x, p=params, m=model: m.apply(p, x))
         assert_invariant(fn, group, X, rtol=1e-5)
@@ -100,17 +108,19 @@ def test_group_cnn_rejects_bad_config():
     encoders.GroupCNN("rotations").init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
 
 
+@pytest.mark.parametrize("impl", CONV_IMPLS)
 @pytest.mark.parametrize("circular,shape,relu", [(True, (6, 7, 7, 3), False),
                                                 (False, (6, 7, 7, 3), False),
                                                 (True, (24, 6, 4, 2), True),
                                                 (False, (6, 7, 7, 3), True)])
-def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu):
-  """The hand-written im2col conv (and its custom backward, with the bias and the ReLU inside)
-  against lax.conv on padded input; the (24, ...) shape runs over 3 chunks of images. Gradients
-  w.r.t. all inputs, and w.r.t. the kernel alone and the input alone (the backward skips what no
-  gradient flows into)."""
+def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu, impl):
+  """Both paths against lax.conv on explicitly padded input: the hand-written im2col conv (and
+  its custom backward, with the bias and the ReLU inside; the (24, ...) shape runs over 3 chunks
+  of images), and the native path (wrap, then a VALID conv; or "SAME"). Gradients w.r.t. all
+  inputs, and w.r.t. the kernel alone and the input alone (the backward skips what no gradient
+  flows into)."""
   x = jax.random.normal(jax.random.key(3), shape)
-  conv = encoders.PatchConv(5, 3, circular=circular, relu=relu)
+  conv = encoders.PatchConv(5, 3, circular=circular, relu=relu, impl=impl)
   params = conv.init(jax.random.key(4), x)
   k = params["params"]["kernel"]
   b = jax.random.normal(jax.random.key(5), (5,)) * 0.3      # a bias that moves the ReLU's mask
@@ -134,13 +144,14 @@ def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu):
 X8 = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
 
 
-def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_are_not():
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_are_not(impl):
   """APS (two layers, the first followed by stride 2, on 8x8, circular padding, global pool) over
   all 64 shifts at init
   and after a few steps; the same net with plain strides is rejected by the same assertion."""
   T8 = groups_lib.Translations(8, 8)
-  aps = encoders.ConvNet((4, 4), num_classes=3, downsample="aps")
-  strided = encoders.ConvNet((4, 4), num_classes=3, downsample="stride")
+  aps = encoders.ConvNet((4, 4), num_classes=3, downsample="aps", conv_impl=impl)
+  strided = encoders.ConvNet((4, 4), num_classes=3, downsample="stride", conv_impl=impl)
   for params in (aps.init(jax.random.key(1), X8), _trained_on(aps, X8)):
     assert_invariant(jax.jit(lambda x, p=params: aps.apply(p, x)), T8, X8, rtol=1e-5)
   params = strided.init(jax.random.key(1), X8)
@@ -176,3 +187,34 @@ def test_polyphase_choice_follows_a_shift_and_odd_sides_are_refused():
   assert not any(follows(s_a, s_b, i) for i in range(2))
   with pytest.raises(ValueError, match="even map sides"):
     encoders.ConvNet((4, 4), downsample="aps").init(jax.random.key(0), jnp.zeros((1, 7, 7, 1)))
+
+
+@pytest.mark.parametrize("circular,global_pool", [(True, True), (False, False)])
+def test_native_and_im2col_convnets_are_one_function(circular, global_pool):
+  """The two convolution paths of a whole ConvNet (same parameters): equal outputs and equal
+  gradients w.r.t. every parameter and the input; a different kernel is the control the same
+  comparison rejects."""
+  nets = {impl: encoders.ConvNet((6, 6), num_classes=3, circular=circular,
+                                 global_pool=global_pool, conv_impl=impl) for impl in CONV_IMPLS}
+  params = nets["im2col"].init(jax.random.key(1), X)
+  loss = lambda impl: lambda p, x: optax.softmax_cross_entropy_with_integer_labels(
+      nets[impl].apply(p, x), Y).mean()
+  outs = {impl: nets[impl].apply(params, X) for impl in CONV_IMPLS}
+  grads = {impl: jax.grad(loss(impl), argnums=(0, 1))(params, X) for impl in CONV_IMPLS}
+  chex.assert_trees_all_close(outs["native"], outs["im2col"], atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(grads["native"], grads["im2col"], atol=1e-5, rtol=1e-5)
+  other = jax.tree.map(lambda a: a, params)
+  other["params"]["convs_0"]["kernel"] = other["params"]["convs_0"]["kernel"].at[0, 0].add(0.1)
+  with pytest.raises(AssertionError):
+    chex.assert_trees_all_close(nets["native"].apply(other, X), outs["im2col"], atol=1e-5,
+                                rtol=1e-5)
+
+
+def test_the_convolution_path_follows_the_backend_and_can_be_overridden():
+  assert encoders.conv_path(backend="cpu") == "im2col"
+  assert encoders.conv_path(backend="gpu") == encoders.conv_path(backend="tpu") == "native"
+  assert encoders.conv_path() == "im2col"                  # this suite runs on CPU
+  assert encoders.conv_path("native", backend="cpu") == "native"
+  assert encoders.conv_path("im2col", backend="tpu") == "im2col"
+  with pytest.raises(ValueError, match="conv_impl='fft'; allowed: auto, native, im2col"):
+    encoders.conv_path("fft")
