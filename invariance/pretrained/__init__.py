@@ -1,0 +1,1 @@
+"""Real CLIP and SigLIP towers: configs, linen modules, numpy-only loaders, tokenizers."""
