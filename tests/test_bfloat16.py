@@ -1,0 +1,94 @@
+"""bfloat16 computation (``dtype=jnp.bfloat16``; parameters and optimizer state float32): the
+towers keep their hard invariance and the CLIP / SigLIP losses stay close to float32, at stated
+tolerances, each with a control that the same assertion rejects.
+
+Tolerances: bfloat16 keeps 8 significant bits (relative spacing 2**-8 = 0.0039). A hard-invariant
+net computes the same products for a transformed input, only pooled in another order, so its
+bfloat16 invariance error stays near float32 rounding (measured: 0 for the circular nets, 1e-7
+for p4m); we allow BF16_INVARIANCE = 1e-2, below every control (measured: 0.021 for p4 under
+flips, the closest, and > 1 for the flat CNNs and the MLP). Against float32, logits and losses may move
+by a few bfloat16 steps: BF16_VS_F32 = 5e-2, and a 10% change of the parameters is the control.
+"""
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+
+from invariance import contrastive
+from invariance import encoders
+from invariance import groups as groups_lib
+from invariance.testing import assert_invariant
+
+BF16_INVARIANCE = 1e-2
+BF16_VS_F32 = 5e-2
+HW = 8
+X = jax.random.normal(jax.random.key(0), (4, HW, HW, 1))
+T = groups_lib.Translations(HW, HW)
+BF16 = jnp.bfloat16
+
+INVARIANT = [(f"circular_cnn_{impl}", encoders.CircularCNN((6, 6), num_classes=3, conv_impl=impl,
+                                                          dtype=BF16), T)
+             for impl in ("im2col", "native")] + [
+    ("p4m", encoders.GroupCNN("dihedral", (4, 4), num_classes=3, dtype=BF16),
+     groups_lib.Dihedral())]
+CONTROLS = [(f"flat_cnn_{impl}", encoders.FlatCNN((6, 6), num_classes=3, conv_impl=impl,
+                                                  dtype=BF16), T)
+            for impl in ("im2col", "native")] + [
+    ("mlp", encoders.MLP((16,), num_classes=3, dtype=BF16), T),
+    ("p4_under_flips", encoders.GroupCNN("rotations", (4, 4), num_classes=3, dtype=BF16),
+     groups_lib.Dihedral())]
+
+
+@pytest.mark.parametrize("name,model,group", INVARIANT, ids=[n for n, _, _ in INVARIANT])
+def test_bfloat16_towers_stay_invariant_at_the_stated_tolerance(name, model, group):
+  params = model.init(jax.random.key(1), X)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))    # params stay float32
+  assert_invariant(jax.jit(lambda x: model.apply(params, x)), group, X, rtol=BF16_INVARIANCE)
+
+
+@pytest.mark.parametrize("name,model,group", CONTROLS, ids=[n for n, _, _ in CONTROLS])
+def test_bfloat16_controls_are_rejected_by_the_same_assertion(name, model, group):
+  params = model.init(jax.random.key(1), X)
+  with pytest.raises(AssertionError, match="not invariant"):
+    assert_invariant(jax.jit(lambda x: model.apply(params, x)), group, X, rtol=BF16_INVARIANCE)
+
+
+def _relative(a, b) -> float:
+  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def test_bfloat16_computation_is_close_to_float32_and_a_changed_model_is_not():
+  f32 = encoders.CircularCNN((6, 6), num_classes=3)
+  bf16 = encoders.CircularCNN((6, 6), num_classes=3, dtype=BF16)
+  params = f32.init(jax.random.key(1), X)
+  reference = f32.apply(params, X)
+  assert bf16.apply(params, X).dtype == jnp.float32           # the head is float32
+  assert _relative(bf16.apply(params, X), reference) <= BF16_VS_F32
+  changed = jax.tree.map(lambda p: p * 1.1, params)
+  assert _relative(f32.apply(changed, X), reference) > BF16_VS_F32          # the control
+
+
+def test_bfloat16_gradients_are_float32_for_float32_params():
+  bf16 = encoders.CircularCNN((6, 6), num_classes=3, dtype=BF16)
+  params = bf16.init(jax.random.key(1), X)
+  grads = jax.grad(lambda p: bf16.apply(p, X).sum())(params)
+  chex.assert_trees_all_equal_dtypes(grads, params)
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_contrastive_losses_on_bfloat16_embeddings_match_float32(loss):
+  """The losses given bfloat16 embeddings (what bfloat16 towers emit) against the float32 loss of
+  the same embeddings rounded to bfloat16, and of the unrounded ones; a control: embeddings
+  paired with the wrong captions."""
+  img = jax.random.normal(jax.random.key(2), (32, 16))
+  txt = img + 0.5 * jax.random.normal(jax.random.key(3), (32, 16))
+  fn = {"clip": lambda a, b: contrastive.clip_loss(a, b, jnp.log(10.0)),
+        "siglip": lambda a, b: contrastive.siglip_loss(a, b, jnp.log(10.0), jnp.float32(-10.0))}[
+      loss]
+  exact = float(fn(img, txt))
+  low = fn(img.astype(BF16), txt.astype(BF16))
+  assert abs(float(low) - exact) <= BF16_VS_F32 * abs(exact)
+  rounded = float(fn(img.astype(BF16).astype(jnp.float32), txt.astype(BF16).astype(jnp.float32)))
+  assert abs(float(low) - rounded) <= BF16_VS_F32 * abs(rounded)
+  shuffled = float(fn(img, jnp.roll(txt, 1, axis=0)))
+  assert abs(shuffled - exact) > BF16_VS_F32 * abs(exact)                    # the control
