@@ -2,6 +2,11 @@
 
 Summaries give the mean, the sample standard deviation and the half-width of the 95% t-interval
 of the mean over seeds (``<metric>_mean``, ``_sd``, ``_ci95``); ``pm`` prints mean ± ci95.
+
+Paired statistics and families of them: ``paired_t`` (per-seed differences: mean, sd, t-interval,
+two-sided p), ``holm`` (Holm-Bonferroni adjusted p-values of a family), ``holm_family`` (both, with
+the interval at each endpoint's Holm step), and ``seeds_for_power`` (how many seeds a paired t-test
+needs to detect an effect, from a measured sd).
 """
 from __future__ import annotations
 
@@ -24,6 +29,83 @@ def mean_sd_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, 0.0, float("nan")
   sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
   return mean, sd, t_quantile_975(n - 1) * sd / math.sqrt(n)
+
+
+def paired_t(diffs: Sequence[float], level: float = 0.95) -> dict:
+  """The paired t statistics of per-seed differences: ``{"n", "mean", "sd", "ci", "p"}`` with ``ci``
+  the half-width of the two-sided ``level`` t-interval of the mean and ``p`` the two-sided p-value
+  of mean = 0 (nan for fewer than 2 seeds; p = 0 or 1 when every difference is equal)."""
+  from scipy import stats          # pylint: disable=import-outside-toplevel
+  values = [float(d) for d in diffs]
+  n = len(values)
+  if n == 0:
+    raise ValueError("diffs is empty; allowed: at least one paired difference")
+  if not 0 < level < 1:
+    raise ValueError(f"level={level!r} is invalid; allowed: a probability in (0, 1)")
+  mean = sum(values) / n
+  if n < 2:
+    return {"n": 1, "mean": mean, "sd": 0.0, "ci": float("nan"), "p": float("nan")}
+  sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+  se = sd / math.sqrt(n)
+  ci = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+  if se == 0:
+    p = 1.0 if mean == 0 else 0.0
+  else:
+    p = float(2 * stats.t.sf(abs(mean / se), n - 1))
+  return {"n": n, "mean": mean, "sd": sd, "ci": ci, "p": p}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+  """Holm-Bonferroni adjusted p-values, in the input order: the k-th smallest of m p-values is
+  multiplied by m - k + 1, made non-decreasing along that order and capped at 1. An endpoint
+  survives the correction at level alpha when its adjusted p-value is <= alpha."""
+  ps = [float(p) for p in p_values]
+  if any(not 0 <= p <= 1 for p in ps):
+    raise ValueError(f"p_values={ps}: allowed: probabilities in [0, 1]")
+  m, order = len(ps), sorted(range(len(ps)), key=lambda i: ps[i])
+  adjusted, running = [0.0] * m, 0.0
+  for k, i in enumerate(order):
+    running = max(running, min(1.0, (m - k) * ps[i]))
+    adjusted[i] = running
+  return adjusted
+
+
+def holm_family(diffs: dict[str, Sequence[float]], alpha: float = 0.05) -> dict[str, dict]:
+  """A family of paired endpoints ``{name: per-seed differences}`` read at once: for each,
+  ``paired_t`` (its own 95% interval), ``p_holm`` (Holm-adjusted), ``survives`` (p_holm <= alpha)
+  and ``ci_holm``: the half-width of the t-interval at the level Holm's step gives that endpoint
+  (1 - alpha / (m - k + 1) for the k-th smallest p-value), the interval to read beside the
+  others. Endpoints with fewer than 2 seeds get no p-value and do not survive."""
+  stats_ = {name: paired_t(d) for name, d in diffs.items()}
+  tested = [name for name, s in stats_.items() if s["n"] >= 2]
+  adjusted = dict(zip(tested, holm([stats_[name]["p"] for name in tested])))
+  order = sorted(tested, key=lambda name: stats_[name]["p"])
+  m, out = len(tested), {}
+  for name, s in stats_.items():
+    entry = {**s, "p_holm": adjusted.get(name, float("nan")), "m": m}
+    entry["survives"] = bool(name in adjusted and adjusted[name] <= alpha)
+    if name in adjusted:
+      step = m - order.index(name)
+      entry["ci_holm"] = paired_t(diffs[name], 1 - alpha / step)["ci"]
+    out[name] = entry
+  return out
+
+
+def seeds_for_power(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8,
+                    max_n: int = 10_000) -> int:
+  """The smallest number of seeds n >= 2 for which a two-sided paired t-test at level ``alpha``
+  detects a true mean difference ``effect`` with probability >= ``power``, when the per-seed
+  differences have standard deviation ``sd`` (exact, with the noncentral t distribution)."""
+  from scipy import stats          # pylint: disable=import-outside-toplevel
+  if not sd > 0 or not effect > 0:
+    raise ValueError(f"sd={sd!r}, effect={effect!r}: allowed: both > 0")
+  for n in range(2, max_n + 1):
+    crit = stats.t.ppf(1 - alpha / 2, n - 1)
+    shift = effect / sd * math.sqrt(n)
+    got = stats.nct.sf(crit, n - 1, shift) + stats.nct.cdf(-crit, n - 1, shift)
+    if got >= power:
+      return n
+  raise ValueError(f"sd={sd}, effect={effect}: more than max_n={max_n} seeds needed")
 
 
 def summarize(rows: Sequence[dict], group_keys: Sequence[str], metrics: Sequence[str]) -> list[dict]:

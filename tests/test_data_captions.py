@@ -136,3 +136,16 @@ def test_tokenizer_fixed_length_padding_and_round_trip():
 def test_bad_input_names_the_argument(attrs, call, arg):
   with pytest.raises(ValueError, match=rf"\b{arg}\b"):
     call(attrs)
+
+
+def test_disjoint_car_colours_share_no_word_with_the_light():
+  keep = captions.disjoint_car_colors()
+  assert [scenes.CAR_COLORS[i] for i in keep] == ["black", "blue", "white"]
+  assert captions.shared_words(keep) == frozenset()
+  assert captions.shared_words(range(len(scenes.CAR_COLORS))) == {"red"}   # control: red is shared
+  assert captions.shared_words(keep, "pedestrian") == frozenset()
+  # and in pixels: every kept car colour is far from both lamp colours (the red car is not)
+  dist = lambda i: np.abs(scenes.CAR_RGB[i][None] - scenes.LAMP_RGB).max(axis=1).min()
+  assert min(dist(i) for i in keep) > 0.5 and dist(1) < 0.2
+  with pytest.raises(ValueError, match="car_colors"):
+    captions.shared_words([7])

@@ -15,6 +15,12 @@ captions. Randomness (template, paraphrase and mention coin of every scene) is d
 whatever the policy and attributes, so for a fixed rng state a caption is a function of the
 attributes its policy mentions only: under ``salient``, flipping the light never changes a caption.
 ``mentions(caption, attribute)`` tells from words only that attribute's phrases use.
+
+Colour confound: "red" is both a car colour and a light colour. ``disjoint_car_colors()`` are the
+car colours whose names no light phrase uses (black, blue, white), and ``shared_words(colors)`` the
+words that car captions of those colours share with the light's phrases (empty for the disjoint
+ones, tested); a study that keeps only scenes with those cars has car and lamp colours disjoint in
+words and, the generator's red car being the only red or green one, in pixels.
 """
 from __future__ import annotations
 
@@ -79,6 +85,27 @@ def _attribute_words() -> dict[str, frozenset]:
 
 
 ATTRIBUTE_WORDS = _attribute_words()
+
+
+def disjoint_car_colors() -> tuple[int, ...]:
+  """Indices into ``CAR_COLORS`` of the car colours whose names are not light colours."""
+  lamp = set(ATTRIBUTES["light"])
+  return tuple(i for i, c in enumerate(CAR_COLORS) if c not in lamp)
+
+
+def shared_words(car_colors, attribute: str = "light") -> frozenset:
+  """Words that car captions (``salient`` templates and ``swap``'s car phrases) with the colours
+  ``car_colors`` (indices into ``CAR_COLORS``) share with ``attribute``'s phrases, template words
+  aside (``a``, ``the``, ...): the colour words a probe or a zero-shot prompt could confuse."""
+  if attribute not in PHRASES:
+    raise ValueError(f"attribute={attribute!r} is unknown; allowed: {', '.join(PHRASES)}")
+  bad = [c for c in car_colors if isinstance(c, bool) or c not in range(len(CAR_COLORS))]
+  if bad:
+    raise ValueError(f"car_colors={list(car_colors)}: allowed: indices in [0, {len(CAR_COLORS)})")
+  templates = SALIENT_TEMPLATES + CAR_PHRASES
+  car = _words_of(t.format(color=CAR_COLORS[c]) for t in templates for c in car_colors)
+  plain = _words_of(t.format(color="") for t in templates)
+  return frozenset((car - plain) & _words_of(itertools.chain(*PHRASES[attribute])))
 
 
 def _phrase(attribute: str, value: int, paraphrase: int) -> str:
