@@ -61,7 +61,8 @@ def lab_config(family, activation, eps):
   mlp = 4 * WIDTH
   return {"family": family, "embed_dim": EMBED if family == "clip" else WIDTH, "activation": activation,
           "ln_eps": eps,
-          "vision": dict(image_size=IMAGE, patch_size=PATCH, width=WIDTH, layers=LAYERS, heads=HEADS, mlp_dim=mlp),
+          "vision": dict(image_size=IMAGE, patch_size=PATCH, width=WIDTH, layers=LAYERS, heads=HEADS,
+                         mlp_dim=mlp),
           "text": dict(vocab_size=VOCAB, context_length=CONTEXT, width=WIDTH, layers=LAYERS, heads=HEADS,
                        mlp_dim=mlp)}
 
@@ -183,8 +184,8 @@ def tokenizer_fixtures(out, rng):
   with gzip.open(vocab, "rt", encoding="utf-8") as f:
     lines = f.read().split("\n")
   head = os.path.join(out, "bpe_vocab_head.txt.gz")
-  with gzip.open(head, "wt", encoding="utf-8") as f:
-    f.write("\n".join(lines[:12001]))
+  with open(head, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    f.write("\n".join(lines[:12001]).encode("utf-8"))
   ref = {}
   for context in (77, 8):
     tok = open_clip.tokenizer.SimpleTokenizer(bpe_path=head, context_length=context)
@@ -200,8 +201,9 @@ def tokenizer_fixtures(out, rng):
     with open(os.path.join(tmp, "corpus.txt"), "w") as f:
       f.write("\n".join(corpus))
     prefix = os.path.join(out, "spm_tiny")
-    spm.SentencePieceTrainer.train(input=os.path.join(tmp, "corpus.txt"), model_prefix=prefix, vocab_size=70, hard_vocab_limit=False, minloglevel=2,
-                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0)
+    spm.SentencePieceTrainer.train(
+        input=os.path.join(tmp, "corpus.txt"), model_prefix=prefix, vocab_size=70, hard_vocab_limit=False,
+        minloglevel=2, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0)
     os.remove(prefix + ".vocab")
     sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
     clean = open_clip.tokenizer.get_clean_fn("canonicalize")

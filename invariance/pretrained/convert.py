@@ -95,7 +95,8 @@ def _bv_attention(src: str, dst: tuple, index) -> dict:
   take = (lambda a: a) if index is None else (lambda a, i=index: a[i])
   rules = {}
   for name in ("query", "key", "value"):
-    rules[dst + (name, "kernel")] = (src + f"{name}/kernel", lambda a, f=take: f(a).reshape(f(a).shape[0], -1))
+    rules[dst + (name, "kernel")] = (src + f"{name}/kernel",
+                                     lambda a, f=take: f(a).reshape(f(a).shape[0], -1))
     rules[dst + (name, "bias")] = (src + f"{name}/bias", lambda a, f=take: f(a).reshape(-1))
   rules[dst + ("out", "kernel")] = (src + "out/kernel", lambda a, f=take: f(a).reshape(-1, f(a).shape[-1]))
   rules[dst + ("out", "bias")] = (src + "out/bias", take)
