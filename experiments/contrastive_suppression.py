@@ -110,6 +110,52 @@ def pair_distances(feats_a: dict, feats_b: dict) -> dict:
   return out
 
 
+def measure(model: de.Jitted, params, data: Data, num_probe: int, num_pairs: int, mlp: bool) -> dict:
+  """Every layer's ridge probes and sensitivity (numerator, denominator, ratio) per attribute; with
+  ``mlp``, the embedding's MLP probes too."""
+  keep = lambda x: {k: v for k, v in model.image_features(params, x).items() if k in LAYERS}
+  (x_tr, a_tr), (x_te, a_te) = (data.scenes(k, num_probe)
+                                for k in (dashcam.PROBE_TRAIN, dashcam.PROBE_TEST))
+  f_tr, f_te = (evaluate.batched_apply(keep, x, dashcam.EVAL_BATCH) for x in (x_tr, x_te))
+  out = {"probe": {}, "sens_num": {}, "sens_den": {}, "sensitivity": {}}
+  for layer in LAYERS:
+    got = probes.ridge_probes(f_tr[layer], a_tr, f_te[layer], a_te)
+    out["probe"][layer] = {a: acc for a, (acc, _) in got.items()}
+  for attr, (a, b) in data.pairs(num_pairs).items():
+    dist = pair_distances(*(evaluate.batched_apply(keep, x, dashcam.EVAL_BATCH) for x in (a, b)))
+    for layer, (num, den) in dist.items():
+      out["sens_num"].setdefault(layer, {})[attr] = num
+      out["sens_den"].setdefault(layer, {})[attr] = den
+      out["sensitivity"].setdefault(layer, {})[attr] = num / den if den > 0 else 0.0
+  if mlp:
+    got = mlp_probe.mlp_probes(f_tr["embedding"], a_tr, f_te["embedding"], a_te, seed=data.seed)
+    out["mlp_probe"] = {"embedding": {a: acc for a, (acc, _) in got.items()}}
+  return out
+
+
+def zero_shot(model: de.Jitted, tokenizer, params, data: Data, num_probe: int,
+              light_testable: bool) -> dict:
+  """Mean accuracy over ``dashcam.ZERO_SHOT``'s prompts: car colour among the kept colours, and
+  the light only where its words occurred in the tower's training captions (else None)."""
+  images, attrs = data.scenes(dashcam.PROBE_TEST, num_probe)
+  emb = evaluate.batched_apply(lambda x: model.embed_image(params, x), images, dashcam.EVAL_BATCH)
+  names = {"car_color": [scenes.CAR_COLORS[i] for i in KEEP_CARS],
+           dashcam.LIGHT: list(scenes.ATTRIBUTES[dashcam.LIGHT])}
+  values = {"car_color": np.array(KEEP_CARS), dashcam.LIGHT: np.arange(2)}
+  out = {}
+  for attr, templates in dashcam.ZERO_SHOT.items():
+    if attr == dashcam.LIGHT and not light_testable:
+      out[attr] = None
+      continue
+    accs = []
+    for t in templates:
+      text = model.embed_text(params, tokenizer.encode([t.format(value=v) for v in names[attr]]))
+      guess = values[attr][np.argmax(emb @ np.asarray(text).T, axis=1)]
+      accs.append(float(np.mean(guess == attrs[attr])))
+    out[attr] = float(np.mean(accs))
+  return out
+
+
 class Study:
   """One model (CLIP, ``--embed_dim``), its optimizers, and the measurements of a tower."""
 
@@ -127,50 +173,10 @@ class Study:
                        for wd in cfg.weight_decays for t in cfg.temperatures}
 
   def measure(self, params, data: Data, mlp: bool) -> dict:
-    cfg = self.cfg
-    keep = lambda x: {k: v for k, v in self.model.image_features(params, x).items()
-                      if k in LAYERS}
-    (x_tr, a_tr), (x_te, a_te) = (data.scenes(k, cfg.num_probe)
-                                  for k in (dashcam.PROBE_TRAIN, dashcam.PROBE_TEST))
-    f_tr, f_te = (evaluate.batched_apply(keep, x, dashcam.EVAL_BATCH) for x in (x_tr, x_te))
-    out = {"probe": {}, "sens_num": {}, "sens_den": {}, "sensitivity": {}}
-    for layer in LAYERS:
-      got = probes.ridge_probes(f_tr[layer], a_tr, f_te[layer], a_te)
-      out["probe"][layer] = {a: acc for a, (acc, _) in got.items()}
-    for attr, (a, b) in data.pairs(cfg.num_pairs).items():
-      dist = pair_distances(*(evaluate.batched_apply(keep, x, dashcam.EVAL_BATCH) for x in (a, b)))
-      for layer, (num, den) in dist.items():
-        out["sens_num"].setdefault(layer, {})[attr] = num
-        out["sens_den"].setdefault(layer, {})[attr] = den
-        out["sensitivity"].setdefault(layer, {})[attr] = num / den if den > 0 else 0.0
-    if mlp:
-      got = mlp_probe.mlp_probes(f_tr["embedding"], a_tr, f_te["embedding"], a_te,
-                                 seed=data.seed)
-      out["mlp_probe"] = {"embedding": {a: acc for a, (acc, _) in got.items()}}
-    return out
+    return measure(self.model, params, data, self.cfg.num_probe, self.cfg.num_pairs, mlp)
 
   def zero_shot(self, params, data: Data, light_testable: bool) -> dict:
-    """Mean accuracy over ``dashcam.ZERO_SHOT``'s prompts: car colour among the kept colours, and
-    the light only where its words occurred in the tower's training captions (else None)."""
-    images, attrs = data.scenes(dashcam.PROBE_TEST, self.cfg.num_probe)
-    emb = evaluate.batched_apply(lambda x: self.model.embed_image(params, x), images,
-                                 dashcam.EVAL_BATCH)
-    names = {"car_color": [scenes.CAR_COLORS[i] for i in KEEP_CARS],
-             dashcam.LIGHT: list(scenes.ATTRIBUTES[dashcam.LIGHT])}
-    values = {"car_color": np.array(KEEP_CARS), dashcam.LIGHT: np.arange(2)}
-    out = {}
-    for attr, templates in dashcam.ZERO_SHOT.items():
-      if attr == dashcam.LIGHT and not light_testable:
-        out[attr] = None
-        continue
-      accs = []
-      for t in templates:
-        text = self.model.embed_text(params, self.tokenizer.encode(
-            [t.format(value=v) for v in names[attr]]))
-        guess = values[attr][np.argmax(emb @ np.asarray(text).T, axis=1)]
-        accs.append(float(np.mean(guess == attrs[attr])))
-      out[attr] = float(np.mean(accs))
-    return out
+    return zero_shot(self.model, self.tokenizer, params, data, self.cfg.num_probe, light_testable)
 
   def fit(self, params, data: Data, p: float, steps: int, name: str, batch_seed: int,
           optimizer, schedule):
@@ -239,7 +245,12 @@ def main(cfg: SuppressionConfig):
         todo = [(a, p) for a in arms if a["start"] == start and a["lamp_size"] == lamp
                 for p in CONTINUE_PS]
         params = {}
-        get = lambda: params.setdefault("p", study.start(base, data))
+
+        def get(base=base, data=data, params=params):    # the start is trained once, if needed
+          if "p" not in params:
+            params["p"] = study.start(base, data)
+          return params["p"]
+
         starts.append(workdir.row(f"start_{arm_name(base)}_seed{seed}",
                                   lambda: study.start_row(base, data, get())))
         for arm, p in todo:

@@ -9,7 +9,8 @@
   keeps them) already tell every caption the policies produce apart.
 * Both embeddings are L2-normalised. The loss's learnable scalars are parameters of the module:
   ``log_scale`` for ``loss="clip"``, ``t_prime`` and ``bias`` for ``loss="siglip"`` (initialised as
-  in ``invariance.contrastive``).
+  in ``invariance.contrastive``; ``siglip_bias`` overrides the bias's initial value, e.g.
+  ``siglip_bias_for_batch(B)``).
 
 Methods (use with ``model.apply(params, x, method=...)``): ``embed_image``, ``embed_text``,
 ``image_features`` (dict with ``block{k}_grid``, ``block{k}_pool``, ``penultimate``, ``embedding``) and
@@ -105,6 +106,7 @@ class DualEncoder(nn.Module):
   strides: Sequence[int] = (2, 2, 1)
   hidden: int = 128
   text_width: int = 64
+  siglip_bias: Optional[float] = None     # None: contrastive.SIGLIP_INIT_BIAS (-10)
 
   def setup(self):
     if self.loss not in LOSSES:
@@ -119,6 +121,8 @@ class DualEncoder(nn.Module):
       self.log_scale = self.param("log_scale", lambda _: contrastive.init_clip_temperature())
     else:
       t_prime, bias = contrastive.init_siglip_params()
+      if self.siglip_bias is not None:
+        bias = jnp.asarray(self.siglip_bias, jnp.float32)
       self.t_prime = self.param("t_prime", lambda _: t_prime)
       self.bias = self.param("bias", lambda _: bias)
 
@@ -142,6 +146,15 @@ class DualEncoder(nn.Module):
     img_ND, txt_ND = self.embed_image(images_NHWC), self.embed_text(tokens_NL)
     chex.assert_shape([img_ND, txt_ND], (images_NHWC.shape[0], self.embed_dim))
     return img_ND, txt_ND, self.loss_params()
+
+
+def siglip_bias_for_batch(batch_size: int) -> float:
+  """The SigLIP bias that makes the initial pair probability the batch's share of positives:
+  sigmoid(b) = 1 / batch_size for unrelated (cosine 0) pairs, i.e. b = -log(batch_size - 1).
+  The paper's -10 is this value for a batch of about 22,000; at 128 it is -4.84."""
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+    raise ValueError(f"batch_size={batch_size!r} is invalid; allowed: an int >= 2")
+  return -float(np.log(batch_size - 1))
 
 
 def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None,
