@@ -15,9 +15,11 @@ Writes, all small:
 * <name>_io.npz: inputs (images NHWC, token ids) and float64 reference outputs: embeddings, the
   pre-projection features, every block's tokens; <name>_config.json: the lab's architecture config;
 * vit_b_32_layout.json: key names and shapes of the full-size open_clip ViT-B-32 (no weights);
-* bpe_vocab_head.txt.gz (the first merges of open_clip's BPE file) and clip_tokens.json: texts and
+* bpe_vocab_head.txt.gz (the first 1,000 merges of open_clip's BPE file; the tiny CLIP models'
+  vocabulary is exactly its ids, so the fixtures also serve as a whole model with its tokenizer) and clip_tokens.json: texts and
   open_clip ``SimpleTokenizer`` ids at two context lengths;
-* spm_tiny.model and siglip_tokens.json: a tiny SentencePiece model trained here and the ids of
+* spm_tiny.model and siglip_tokens.json: a tiny SentencePiece model trained here (the tiny SigLIP's
+  vocabulary) and the ids of
   open_clip's ``canonicalize`` cleaning, then the sentencepiece package's segmentation, then
   big_vision's sticky end-of-sequence (id 1) and padding with 1. (open_clip's own ``HFTokenizer``
   needs a Hugging Face T5 tokenizer; transformers 5's T5Tokenizer, built from this model file,
@@ -35,7 +37,9 @@ import safetensors.numpy
 import timm
 import torch
 
-WIDTH, LAYERS, HEADS, EMBED, IMAGE, PATCH, VOCAB, CONTEXT = 32, 2, 2, 16, 32, 8, 64, 12
+WIDTH, LAYERS, HEADS, EMBED, IMAGE, PATCH, CONTEXT = 32, 2, 2, 16, 32, 8, 12
+MERGES = 1000                 # BPE merges kept in the fixture vocabulary
+CLIP_VOCAB = 512 + MERGES + 2 # bytes, bytes + </w>, merges, start / end of text: the BPE's own ids
 N = 3
 
 
@@ -57,13 +61,13 @@ def tokens(rng, low, high, eot, sot=None, pad=0):
   return ids
 
 
-def lab_config(family, activation, eps):
+def lab_config(family, activation, eps, vocab):
   mlp = 4 * WIDTH
   return {"family": family, "embed_dim": EMBED if family == "clip" else WIDTH, "activation": activation,
           "ln_eps": eps,
           "vision": dict(image_size=IMAGE, patch_size=PATCH, width=WIDTH, layers=LAYERS, heads=HEADS,
                          mlp_dim=mlp),
-          "text": dict(vocab_size=VOCAB, context_length=CONTEXT, width=WIDTH, layers=LAYERS, heads=HEADS,
+          "text": dict(vocab_size=vocab, context_length=CONTEXT, width=WIDTH, layers=LAYERS, heads=HEADS,
                        mlp_dim=mlp)}
 
 
@@ -78,11 +82,11 @@ def clip_fixture(out, quick, rng):
   model = open_clip.model.CLIP(
       EMBED, open_clip.model.CLIPVisionCfg(layers=LAYERS, width=WIDTH, head_width=WIDTH // HEADS,
                                            image_size=IMAGE, patch_size=PATCH),
-      open_clip.model.CLIPTextCfg(context_length=CONTEXT, vocab_size=VOCAB, width=WIDTH, heads=HEADS,
+      open_clip.model.CLIPTextCfg(context_length=CONTEXT, vocab_size=CLIP_VOCAB, width=WIDTH, heads=HEADS,
                                   layers=LAYERS), quick_gelu=quick).double().eval()
   perturb(model, rng)
   images = rng.normal(size=(N, 3, IMAGE, IMAGE))
-  ids = tokens(rng, 1, VOCAB - 2, eot=VOCAB - 1, sot=VOCAB - 2)
+  ids = tokens(rng, 1, CLIP_VOCAB - 2, eot=CLIP_VOCAB - 1, sot=CLIP_VOCAB - 2)
   with torch.no_grad():
     x, t = torch.from_numpy(images), torch.from_numpy(ids)
     both = model.forward_intermediates(x, t, image_output_fmt="NLC", image_output_extra_tokens=True)
@@ -98,10 +102,11 @@ def clip_fixture(out, quick, rng):
   name = "clip_quick_gelu" if quick else "clip_gelu"
   safetensors.numpy.save_file({k: v.numpy() for k, v in model.state_dict().items()},
                               os.path.join(out, f"{name}.safetensors"))
-  save_io(out, name, images, ids, ref, lab_config("clip", "quick_gelu" if quick else "gelu", 1e-5))
+  save_io(out, name, images, ids, ref,
+          lab_config("clip", "quick_gelu" if quick else "gelu", 1e-5, CLIP_VOCAB))
 
 
-def big_vision_arrays(rng):
+def big_vision_arrays(rng, vocab):
   w, mlp, hd = WIDTH, 4 * WIDTH, WIDTH // HEADS
   r = lambda *shape: rng.normal(0.0, 0.3, shape)  # noqa: E731
   arrays = {"params/t": r(1), "params/b": r(1)}
@@ -133,7 +138,7 @@ def big_vision_arrays(rng):
   block(img + "MAPHead_0/")
   del arrays[img + "MAPHead_0/LayerNorm_1/scale"], arrays[img + "MAPHead_0/LayerNorm_1/bias"]
   txt = "params/txt/"
-  arrays[txt + "Embed_0/embedding"] = r(VOCAB, w)
+  arrays[txt + "Embed_0/embedding"] = r(vocab, w)
   arrays[txt + "pos_embedding"] = r(1, CONTEXT, w)
   block(txt + "Encoder_0/encoderblock/", (LAYERS,))      # scanned: layer axis first
   arrays[txt + "Encoder_0/encoder_norm/scale"] = 1 + r(w)
@@ -143,8 +148,8 @@ def big_vision_arrays(rng):
   return arrays
 
 
-def siglip_fixture(out, rng):
-  text_cfg = dict(context_length=CONTEXT, vocab_size=VOCAB, width=WIDTH, heads=HEADS, layers=LAYERS,
+def siglip_fixture(out, rng, vocab):
+  text_cfg = dict(context_length=CONTEXT, vocab_size=vocab, width=WIDTH, heads=HEADS, layers=LAYERS,
                   no_causal_mask=True, proj_bias=True, pool_type="last", norm_kwargs={"eps": 1e-6},
                   act_kwargs={"approximate": "tanh"})
   model = open_clip.model.CustomTextCLIP(
@@ -154,13 +159,13 @@ def siglip_fixture(out, rng):
       "vit_base_patch16_siglip_224", pretrained=False, num_classes=0, img_size=IMAGE, patch_size=PATCH,
       embed_dim=WIDTH, depth=LAYERS, num_heads=HEADS, act_layer="gelu_tanh")
   model = model.double().eval()
-  arrays = big_vision_arrays(rng)
+  arrays = big_vision_arrays(rng, vocab)
   path = os.path.join(out, "siglip.npz")
   np.savez(path, **arrays)
   with torch.no_grad():
     open_clip.convert.load_big_vision_weights(model, path)
   images = rng.normal(size=(N, 3, IMAGE, IMAGE))
-  ids = tokens(rng, 2, VOCAB, eot=1, pad=1)
+  ids = tokens(rng, 2, vocab, eot=1, pad=1)
   trunk = model.visual.trunk
   with torch.no_grad():
     x, t = torch.from_numpy(images), torch.from_numpy(ids)
@@ -170,7 +175,7 @@ def siglip_fixture(out, rng):
            "text_embedding": model.encode_text(t),
            "image_patch_tokens": torch.stack(blocks), "text_tokens": torch.stack(txt["text_intermediates"]),
            "logit_scale": model.logit_scale.exp(), "logit_bias": model.logit_bias}
-  save_io(out, "siglip", images, ids, ref, lab_config("siglip", "gelu_tanh", 1e-6))
+  save_io(out, "siglip", images, ids, ref, lab_config("siglip", "gelu_tanh", 1e-6, vocab))
 
 
 TEXTS = ["a photo of a red traffic light.", "A GREEN light, at night!!", "  spaces\tand\nnewlines  ",
@@ -179,19 +184,20 @@ TEXTS = ["a photo of a red traffic light.", "A GREEN light, at night!!", "  spac
          " ".join(["long"] * 100) + " end", "", "mixed CASE Words", "punctuation... ?!;:"]
 
 
-def tokenizer_fixtures(out, rng):
+def tokenizer_fixtures(out, rng) -> int:
+  """Writes the tokenizer fixtures; returns the SentencePiece model's vocabulary size."""
   vocab = open_clip.tokenizer.default_bpe()
   with gzip.open(vocab, "rt", encoding="utf-8") as f:
     lines = f.read().split("\n")
   head = os.path.join(out, "bpe_vocab_head.txt.gz")
   with open(head, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-    f.write("\n".join(lines[:12001]).encode("utf-8"))
+    f.write("\n".join(lines[:MERGES + 1]).encode("utf-8"))
   ref = {}
   for context in (77, 8):
     tok = open_clip.tokenizer.SimpleTokenizer(bpe_path=head, context_length=context)
     ref[str(context)] = tok(TEXTS).tolist()
   with open(os.path.join(out, "clip_tokens.json"), "w") as f:
-    json.dump({"texts": TEXTS, "merges": 12000, "ids": ref}, f)
+    json.dump({"texts": TEXTS, "merges": MERGES, "ids": ref}, f)
 
   import sentencepiece as spm
   corpus = [open_clip.tokenizer.canonicalize_text(t) for t in TEXTS] + [
@@ -217,6 +223,7 @@ def tokenizer_fixtures(out, rng):
       ref[str(context)] = rows
   with open(os.path.join(out, "siglip_tokens.json"), "w") as f:
     json.dump({"texts": TEXTS, "ids": ref}, f)
+  return sp.get_piece_size()
 
 
 def layout_fixture(out):
@@ -234,10 +241,10 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   rng = np.random.default_rng(args.seed)
   torch.manual_seed(args.seed)
+  spm_vocab = tokenizer_fixtures(args.out, rng)
   clip_fixture(args.out, False, rng)
   clip_fixture(args.out, True, rng)
-  siglip_fixture(args.out, rng)
-  tokenizer_fixtures(args.out, rng)
+  siglip_fixture(args.out, rng, spm_vocab)
   layout_fixture(args.out)
   total = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
   print(f"wrote {len(os.listdir(args.out))} files, {total / 1e6:.2f} MB, to {args.out}")
