@@ -347,3 +347,37 @@ def publish(workdir: workdir_lib.Workdir, cfg, rows: list, init_rows: list,
 
   workdir.publish(results, markdown, figures)
   return markdown
+
+
+# -- the second edition re-read with Holm-Bonferroni (third edition) -----------------------------
+HOLM_ATTRS = ("light", "pedestrian", "clouds", "car_color")
+
+
+def holm_reread(results: dict) -> tuple[dict, str]:
+  """A saved second-edition results.json re-read as one family: every run setting x layer x
+  attribute, trained minus its own init paired by seed (``paired``), Holm-Bonferroni at 0.05
+  (``report.holm_family``). Returns the family and its markdown."""
+  rows, init_rows, cfg_steps = results["rows"], results["init_rows"], max(
+      r["steps"] for r in results["rows"])
+  diffs = {}
+  for s in _settings(summarize(rows, RUN)):
+    for p in sorted({r["mention_prob"] for r in rows}):
+      for layer in _layers(None):
+        for attr in HOLM_ATTRS:
+          key = f"probe/{layer}/{attr}"
+          inits = {(i["seed"], i["embed_dim"], i["lamp_size"]): report.flatten(i, sep="/")[key]
+                   for i in init_rows}
+          got = [report.flatten(r, sep="/")[key] - inits[(r["seed"], r["embed_dim"], r["lamp_size"])]
+                 for r in rows if r["mention_prob"] == p and r["steps"] == cfg_steps
+                 and all(r[k] == v for k, v in s.items())]
+          if got:
+            diffs[f"{_setting_name(s)}, p = {p:g}: {layer} {attr}"] = got
+  fam = report.holm_family(diffs)
+  lines = [[k, v["n"], f"{v['mean']:+.3f} ± {v['ci']:.3f}" if v["n"] > 1 else f"{v['mean']:+.3f}",
+            f"{v['p']:.3g}", f"{v['p_holm']:.3g}", "yes" if v["survives"] else ""]
+           for k, v in fam.items()]
+  text = (f"{len(fam)} paired endpoints (trained - init, per setting x p x layer x attribute), "
+          f"Holm-Bonferroni at 0.05: {sum(v['survives'] for v in fam.values())} survive.\n\n"
+          + report.markdown_table(["endpoint", "n", "trained - init (95%)", "p", "Holm p",
+                                   "survives"], lines))
+  return fam, text

@@ -139,14 +139,14 @@ def family(rows, starts) -> dict[str, dict]:
       for attr in ATTRS:
         if arm == PRIMARY and (layer, attr) == ("embedding", "light"):
           continue                                       # the primary endpoint
-        diffs[f"{label} | {layer} {attr} probe p0 - p1"] = contrast(
+        diffs[f"{label}: {layer} {attr} probe p0 - p1"] = contrast(
             rows, arm, f"probe/{layer}/{attr}")
-    diffs[f"{label} | embedding light MLP probe p0 - p1"] = contrast(
+    diffs[f"{label}: embedding light MLP probe p0 - p1"] = contrast(
         rows, arm, "mlp_probe/embedding/light")
     for part in ("sens_num", "sens_den"):
-      diffs[f"{label} | embedding light {part} p0 - p1"] = contrast(
+      diffs[f"{label}: embedding light {part} p0 - p1"] = contrast(
           rows, arm, f"{part}/embedding/light")
-    diffs[f"{label} | embedding light probe p0 - start"] = from_start(
+    diffs[f"{label}: embedding light probe p0 - start"] = from_start(
         rows, starts, arm, "probe/embedding/light")
   return report.holm_family({k: v for k, v in diffs.items() if v}, ALPHA)
 
@@ -194,7 +194,7 @@ def arm_table(rows, starts, fam) -> str:
         key = f"{probe}/embedding/{attr}"
         d = report.paired_t(contrast(rows, arm, key)) if contrast(rows, arm, key) else None
         kind = "MLP probe" if probe == "mlp_probe" else "probe"
-        name = f"{arm_label(arm)} | embedding {attr} {kind} p0 - p1"
+        name = f"{arm_label(arm)}: embedding {attr} {kind} p0 - p1"
         holm = fam.get(name)
         holm_text = ("primary" if arm == PRIMARY and key == "probe/embedding/light" else
                      "-" if holm is None else
