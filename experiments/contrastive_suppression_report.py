@@ -38,6 +38,7 @@ ATTRS = ("light", "pedestrian", "clouds")
 ALL_ATTRS = ("car_color",) + ATTRS
 ARM = ("start", "lamp_size", "weight_decay", "temperature")
 CHANCE = 0.5
+HOLDS = 0.9    # post hoc (not pre-registered): a start "holds" the light if its probe is >= this
 
 
 def arm_label(arm: dict) -> str:
@@ -106,8 +107,10 @@ def detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = 0.
   crit = stats.t.ppf(1 - alpha / 2, n - 1)
   got = lambda e: (stats.nct.sf(crit, n - 1, e / sd * math.sqrt(n))
                    + stats.nct.cdf(-crit, n - 1, e / sd * math.sqrt(n)))
-  lo, hi = 0.0, 100 * sd
-  for _ in range(60):
+  lo, hi = 0.0, sd
+  while not got(hi) >= power:                    # grow the bracket (nct is nan for huge shifts)
+    lo, hi = hi, 2 * hi
+  for _ in range(50):
     mid = (lo + hi) / 2
     lo, hi = (lo, mid) if got(mid) >= power else (mid, hi)
   return hi
@@ -127,7 +130,25 @@ def primary(rows, starts) -> dict:
   if d["n"] >= 2 and d["sd"] > 0:
     out["seeds_needed_at_measured_sd"] = report.seeds_for_power(d["sd"], EFFECT)
     out["detectable_effect"] = detectable_effect(d["sd"], d["n"])
+  out["from_start"] = report.paired_t(from_start(rows, starts, arm, "probe/embedding/light"))
+  out["from_start"]["decision"] = decide(out["from_start"])
+  out["post_hoc_holding"] = holding(rows, starts, arm)
   return out
+
+
+def holding(rows, starts, arm) -> dict:
+  """Post hoc, not pre-registered: the primary contrast over the seeds whose start holds the
+  light (embedding probe >= HOLDS). Where a start has not learned the light, its p = 1 control
+  goes on learning it and p0 - p1 < 0 without anything being removed."""
+  begin = _starts(starts, arm)
+  keep = sorted(s for s, r in begin.items() if _get(r, "probe/embedding/light") >= HOLDS)
+  p0, p1 = _rows(rows, arm, 0.0), _rows(rows, arm, 1.0)
+  diffs = [p0[s]["probe"]["embedding"]["light"] - p1[s]["probe"]["embedding"]["light"]
+           for s in keep if s in p0 and s in p1]
+  if not diffs:
+    return {"seeds": []}
+  d = report.paired_t(diffs)
+  return {"seeds": keep, **d, "decision": decide(d)}
 
 
 def family(rows, starts) -> dict[str, dict]:
@@ -181,6 +202,13 @@ def primary_markdown(prim: dict) -> str:
   lines.append(f"\nPlanned: {prim['planned_seeds']} seeds from the prior sd {prim['prior_sd']:.3f} "
                f"for an effect of {prim['effect']}; per-seed differences: "
                + ", ".join(f"{d:+.3f}" for d in prim["diffs"]) + ".")
+  fs, hold = prim["from_start"], prim["post_hoc_holding"]
+  lines.append(f"\nSecondary (in the Holm family): p = 0 continuation minus its start, "
+               f"{_signed(fs)} (p = {fs['p']:.3g}; rule: {fs['decision']}).")
+  if hold["seeds"]:
+    lines.append(f"\nPost hoc, not pre-registered: over the {len(hold['seeds'])} seeds whose start "
+                 f"holds the light (probe >= {HOLDS}), p0 - p1 = {_signed(hold)} "
+                 f"(rule: {hold['decision']}).")
   return "\n".join(lines)
 
 

@@ -89,3 +89,16 @@ def test_names():
   arm = dict(start="p1", lamp_size=2, weight_decay=0.2, temperature="learned")
   assert arm_name(arm, 0.0) == "p1_lamp2_wd0.2_learned_cont_p0"
   assert arm_name({"start": "init", "lamp_size": 4}) == "init_lamp4"
+
+
+def test_detectable_effect_inverts_the_power_computation():
+  for sd, n in ((0.055, 12), (0.017, 4), (0.2, 30)):
+    e = rep.detectable_effect(sd, n)
+    assert report.seeds_for_power(sd, e) == n and report.seeds_for_power(sd, 0.98 * e) > n
+
+
+def test_post_hoc_holding_keeps_only_starts_that_hold_the_light():
+  rows, starts = _rows([-0.1, -0.4, -0.08])
+  starts[1]["probe"]["embedding"]["light"] = 0.6                 # this start never learned it
+  got = rep.primary(rows, starts)["post_hoc_holding"]
+  assert got["seeds"] == [0, 2] and got["mean"] == pytest.approx(-0.09)
