@@ -12,6 +12,7 @@ caption-only corpus file.
   Nothing is downloaded: a dataset that is not prepared is ``sources.not_prepared_error``.
 * ``read_split(opened, limit, progress)`` - its captions (flat, with each caption's image) and, per
   image, the area of the largest box with the label (a fraction of the image; nan when none).
+  Every box with the label counts, COCO's crowd boxes (``is_crowd``, a group of lights) included.
 * ``check_caption_file(path, column)`` / ``read_caption_file(path, column)`` - a corpus of captions:
   a text file (``.txt``, one caption per line), or one column of a ``.parquet``, ``.csv`` or
   ``.tsv`` file (LAION / DataComp metadata), read in chunks with pyarrow (installed with
