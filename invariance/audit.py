@@ -98,3 +98,33 @@ def jensen_gaps(net, params, x_NHWC, labels_N, group: groups_lib.Group, batch: i
   gaps = np.concatenate(gaps) if gaps else np.zeros(0)
   return {"batches": len(gaps) // batch + (len(gaps) % batch > 0), "examples": int(len(gaps)),
           "violations": violations, "mean_gap": float(gaps.mean()) if len(gaps) else 0.0}
+
+
+def audit_transforms(fn: Callable, x_NHWC: np.ndarray, transforms: dict, batch: int = 256
+                     ) -> dict[str, dict]:
+  """Invariance of ``fn`` (images -> logits) to each of ``transforms`` (``{name: images ->
+  images}``, any function, e.g. a non-wrapping shift that is not a group action): per transform,
+  the relative change of each example's logits (mean and max over examples) and the flip rate."""
+  batch = min(batch, len(x_NHWC))
+  ref_NK = evaluate.batched_apply(fn, np.asarray(x_NHWC), batch)
+  ref_norm_N = np.maximum(np.linalg.norm(ref_NK, axis=-1), 1e-12)
+  out = {}
+  for name, transform in transforms.items():
+    out_NK = evaluate.batched_apply(fn, np.asarray(transform(x_NHWC)), batch)
+    rel_N = np.linalg.norm(out_NK - ref_NK, axis=-1) / ref_norm_N
+    flip_N = out_NK.argmax(-1) != ref_NK.argmax(-1)
+    out[name] = {"error_mean": float(rel_N.mean()), "error_max": float(rel_N.max()),
+                 "flip_rate": float(flip_N.mean())}
+  return out
+
+
+def shift(x_NHWC, dy: int, dx: int, wrap: bool) -> np.ndarray:
+  """Translate images by ``(dy, dx)`` pixels: cyclically (``wrap``), or with the edge rows and
+  columns repeated into the space the content leaves (nothing wraps around)."""
+  x = np.asarray(x_NHWC)
+  if wrap:
+    return np.roll(x, (dy, dx), axis=(1, 2))
+  h, w = x.shape[1:3]
+  padded = np.pad(x, ((0, 0), (abs(dy),) * 2, (abs(dx),) * 2, (0, 0)), mode="edge")
+  y0, x0 = abs(dy) - dy, abs(dx) - dx
+  return padded[:, y0:y0 + h, x0:x0 + w]

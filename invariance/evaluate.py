@@ -28,10 +28,13 @@ from invariance import probes
 
 def batched_apply(fn, images, batch: int):
   """``fn`` over fixed-size batches of ``images`` (the last zero-padded, so ``fn`` compiles once);
-  the outputs (an array or a dict of arrays) are concatenated and cut back to ``len(images)``."""
-  n = len(images)
-  padded = np.concatenate([images, np.zeros((-n % batch,) + images.shape[1:], images.dtype)])
-  outs = [jax.device_get(fn(padded[i:i + batch])) for i in range(0, len(padded), batch)]
+  the outputs (an array or a dict of arrays) are concatenated and cut back to ``len(images)``.
+  ``images`` may also be a tuple of arrays of the same length, batched together."""
+  n = len(jax.tree.leaves(images)[0])
+  padded = jax.tree.map(
+      lambda a: np.concatenate([a, np.zeros((-n % batch,) + a.shape[1:], a.dtype)]), images)
+  outs = [jax.device_get(fn(jax.tree.map(lambda a: a[i:i + batch], padded)))
+          for i in range(0, n + (-n % batch), batch)]
   return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
 
 

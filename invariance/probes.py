@@ -7,7 +7,7 @@ light. Everything here is numpy in, floats out; scikit-learn is imported lazily.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -121,3 +121,44 @@ def chance(labels) -> float:
   """Accuracy of always predicting the most frequent label (the probe's floor)."""
   _, counts = np.unique(np.asarray(labels), return_counts=True)
   return float(counts.max() / counts.sum())
+
+
+def label_curve(features_train, labels_train, features_test, labels_test, sizes,
+                draws: Sequence[int]) -> dict[int, list[float]]:
+  """``{n: [held-out accuracy of each draw]}``: a ridge probe (``ridge_probes``: regularisation
+  chosen by leave-one-out cross-validation inside the n labels) fit on n training examples drawn
+  without replacement (one draw per seed of ``draws``), scored on all test examples. ``n`` larger
+  than the training set is capped at it (one draw then suffices, but each seed is still a row)."""
+  x_tr = _as_2d("features_train", features_train)
+  y_tr = _as_labels("labels_train", labels_train, x_tr.shape[0])
+  out = {}
+  for n in sizes:
+    n = min(int(n), len(y_tr))
+    accs = []
+    for seed in draws:
+      pick = np.random.default_rng(seed).permutation(len(y_tr))[:n]
+      (acc, _), = ridge_probes(x_tr[pick], {"y": y_tr[pick]}, features_test,
+                               {"y": np.asarray(labels_test)}).values()
+      accs.append(acc)
+    out[n] = accs
+  return out
+
+
+def ridge_classifier(features_train, labels_train, alphas=RIDGE_ALPHAS):
+  """A fitted ridge probe as a function ``features (N, ...) -> class scores (N, K)`` (standardise,
+  ``RidgeClassifierCV`` with leave-one-out choice of the regularisation): the classifier the
+  invariance audit and the placement maps apply to a frozen tower's features."""
+  from sklearn.linear_model import RidgeClassifierCV  # pylint: disable=import-outside-toplevel
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
+  x_tr = _as_2d("features_train", features_train)
+  y_tr = _as_labels("labels_train", labels_train, x_tr.shape[0])
+  if len(np.unique(y_tr)) < 2:
+    raise ValueError("labels_train hold one class; allowed: at least two classes")
+  scaler = StandardScaler().fit(x_tr)
+  clf = RidgeClassifierCV(alphas=alphas).fit(scaler.transform(x_tr), y_tr)
+
+  def scores(features):
+    s = clf.decision_function(scaler.transform(_as_2d("features", features)))
+    return np.stack([-s, s], 1) if s.ndim == 1 else s
+
+  return scores

@@ -159,6 +159,13 @@ def _public_builder(name: str, data_dir):
 def _read_split(builder, name: str, split: str, data_dir, limit, keys) -> dict[str, np.ndarray]:
   """The records of one split (first ``limit``), only ``keys``, stacked into arrays."""
   from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
+  records = _read_records(builder, name, split, data_dir, limit)
+  return tfds_builders.stack([{k: r[k] for k in keys} for r in records])
+
+
+def _read_records(builder, name: str, split: str, data_dir, limit) -> list[dict]:
+  """The first ``limit`` decoded records of one split, read with random access."""
+  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
   try:
     source = builder.as_data_source(split)
   except Exception as e:  # pylint: disable=broad-except  (diagnosed below, one line each)
@@ -173,10 +180,79 @@ def _read_split(builder, name: str, split: str, data_dir, limit, keys) -> dict[s
                      f"build {name} --file_format=array_record`") from None
   n = len(source) if limit is None else min(limit, len(source))
   try:
-    records = source.__getitems__(range(n))
+    return list(source.__getitems__(range(n)))
   except TypeError:  # tfds.testing.mock_data (4.9.10) leaves __getitems__ unbound: one by one
-    records = [source[i] for i in range(n)]
-  return tfds_builders.stack([{k: r[k] for k in keys} for r in records])
+    return [source[i] for i in range(n)]
+
+
+# -- detection datasets: one example per labelled box ---------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class BoxData:
+  """One example per labelled box: its frame (uint8, resized to a square), the box as
+  ``(ymin, xmin, ymax, xmax)`` fractions of the frame, and the box's label."""
+
+  images: np.ndarray
+  boxes: np.ndarray
+  labels: np.ndarray
+  class_names: tuple[str, ...]
+
+
+def _nested(record: dict, key: str):
+  for part in key.split("/"):
+    record = record[part]
+  return record
+
+
+def _feature(features, key: str):
+  for part in key.split("/"):
+    if part not in features:
+      return None
+    features = features[part]
+  return features
+
+
+def load_boxes(name: str, *, split: str, data_dir=None, limit: Optional[int] = None,
+               frame_size: int = 384, image_key: str = "image", box_key: str = "objects/bbox",
+               label_key: str = "objects/label") -> BoxData:
+  """Every labelled box of a TFDS detection dataset's ``split`` (up to ``limit`` boxes) as an
+  example. Frames are resized to ``frame_size`` squares (aspect ratio not kept; boxes are
+  fractions, so they stay exact)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  frame_size = _check_int("frame_size", frame_size, 8)
+  builder = _public_builder(name, data_dir)
+  features = builder.info.features
+  for arg, key in (("image_key", image_key), ("box_key", box_key), ("label_key", label_key)):
+    if _feature(features, key) is None:
+      raise ValueError(f"{arg}={key!r} is not a feature of {name!r}; allowed: a '/'-separated "
+                       f"path into its features ({', '.join(sorted(features))})")
+  names = getattr(_feature(features, label_key), "names", None)
+  images, boxes, labels = [], [], []
+  for record in _read_records(builder, name, split, data_dir, None):
+    rec_boxes = np.asarray(_nested(record, box_key), np.float32).reshape(-1, 4)
+    rec_labels = np.asarray(_nested(record, label_key)).reshape(-1)
+    if len(rec_boxes) == 0:
+      continue
+    frame = to_unit_float(np.asarray(_nested(record, image_key))[None], image_key)[0]
+    frame = np.asarray(jax.image.resize(frame, (frame_size, frame_size, frame.shape[-1]), "linear"))
+    frame = np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8)
+    if frame.shape[-1] == 1:
+      frame = np.repeat(frame, 3, axis=-1)
+    for box, label in zip(rec_boxes, rec_labels):
+      box = np.clip(box, 0.0, 1.0)
+      if box[2] <= box[0] or box[3] <= box[1]:
+        continue                                   # an empty box has nothing to crop
+      images.append(frame)
+      boxes.append(box)
+      labels.append(int(label))
+    if limit is not None and len(labels) >= limit:
+      break
+  if not labels:
+    raise ValueError(f"split={split!r} of {name!r} has no labelled boxes under {box_key!r}")
+  n = len(labels) if limit is None else min(limit, len(labels))
+  num = int(max(labels)) + 1
+  class_names = tuple(names) if names else tuple(str(i) for i in range(num))
+  return BoxData(np.stack(images[:n]), np.stack(boxes[:n]), np.asarray(labels[:n], np.int32),
+                 class_names)
 
 
 def to_unit_float(images, key: str = "image") -> np.ndarray:

@@ -1,0 +1,129 @@
+"""The pretrained-model study as a user runs it: the smoke flagfile on the tiny CLIP fixture (every
+part of the study), resume, one-line errors, and the TFDS paths on mocked data."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import pretrained_config as pc
+from experiments import pretrained_data
+from invariance.data import sources
+from tests import cli
+
+SMOKE = "experiments/configs/pretrained_smoke.flags"
+FIXTURES = "tests/fixtures/pretrained/"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("pretrained") / "run")
+  proc = cli.popen("pretrained", f"--flagfile={SMOKE}", f"--workdir={workdir}")
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  return workdir, out, err
+
+
+def test_smoke_run_writes_every_part(smoke):
+  workdir, out, _ = smoke
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert results["pretrained_weights"] is True and results["note"] is None
+  assert [t["name"] for t in results["checkpoints"]] == ["clip_gelu_random", "clip_gelu_clip_gelu"]
+  assert results["views"] == ["frame", "tight", "frame_grey", "tight_grey"]
+  assert len(results["towers"]) == 8 and len(results["pixels"]) == 4
+  row = next(r for r in results["towers"] if r["tower"] == "clip_gelu_clip_gelu" and r["view"] == "frame")
+  assert set(row["curves"]) == {"block0_cls", "block0_mean", "block0_box", "block1_cls",
+                                "block1_mean", "block1_box", "pre_projection", "embedding"}
+  assert set(row["curves"]["embedding"]) == {"8", "48"}
+  assert all(len(accs) == 2 and all(0 <= a <= 1 for a in accs)
+             for curve in row["curves"].values() for accs in curve.values())
+  assert 0 <= row["zero_shot"] <= 1 and set(row["prompt_separation"]) == {
+      "leave_one_template_out", "mean_cosine_between_classes", "max_cosine_between_classes"}
+  assert row["strata"]["counts"] == [12, 12]            # lamps of 4 and 6 px, half each
+  assert {a["tower"] for a in results["audit"]} == {"clip_gelu_random", "clip_gelu_clip_gelu"}
+  assert set(results["audit"][0]["transforms"]) == {
+      "shift1p_cyclic", "shift1p_edge", "shift0.5p_cyclic", "shift0.5p_edge", "rot90", "rot180",
+      "rot270"}
+  assert len(results["placement"][0]["accuracy"]) == 4
+  assert [(r["tower"], r["method"]) for r in results["recovery"]] == [
+      ("clip_gelu_random", "lpft"), ("clip_gelu_random", "lastblock"),
+      ("clip_gelu_clip_gelu", "lpft"), ("clip_gelu_clip_gelu", "lastblock")]
+  for name in ("results.md", "layers.png", "label_curves.png"):
+    assert os.path.isfile(os.path.join(workdir, name))
+  assert out.strip().endswith("results.md")
+
+
+def test_rerun_reuses_every_row(smoke):
+  workdir, _, _ = smoke
+  rows = sorted(os.listdir(os.path.join(workdir, "rows")))
+  mtimes = [os.path.getmtime(os.path.join(workdir, "rows", r)) for r in rows]
+  proc = cli.popen("pretrained", f"--flagfile={SMOKE}", f"--workdir={workdir}", "--recovery=")
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 2 and "different flags (recovery)" in err    # identity contract
+  proc = cli.popen("pretrained", f"--flagfile={SMOKE}", f"--workdir={workdir}")
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  assert [os.path.getmtime(os.path.join(workdir, "rows", r)) for r in rows] == mtimes
+
+
+def test_random_init_default_says_it_is_not_pretrained(tmp_path):
+  cfg = pc.PretrainedConfig(checkpoints=(f"{FIXTURES}siglip_config.json=random",), frame_size=32,
+                            num_train=12, num_test=8, seeds=(0,), label_sizes=(12,),
+                            contexts=(1.0,), greyscale=False, audit_examples=0, placement_grid=0,
+                            workdir=str(tmp_path / "w"))
+  from experiments import pretrained
+  pretrained.main(cfg)
+  with open(tmp_path / "w" / "results.json") as f:
+    results = json.load(f)
+  assert results["pretrained_weights"] is False and "NOT pretrained" in results["note"]
+  assert "NOT pretrained" in (tmp_path / "w" / "results.md").read_text()
+  row = results["towers"][0]
+  assert "zero_shot" not in row                          # no SentencePiece file given
+  assert "block0_cls" not in row["curves"] and "block0_box" in row["curves"]   # SigLIP: no class token
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--checkpoints=ViT-Q-1=random"], "--checkpoints=ViT-Q-1=random: unknown architecture"),
+    (["--checkpoints=ViT-B-32=/nonexistent.safetensors"], "no such weights file"),
+    (["--checkpoints=ViT-B-32"], "allowed: ARCH=PATH or ARCH=random"),
+    (["--templates=a photo"], "--templates=a photo: allowed: templates with exactly one {}"),
+    (["--audit_examples=500"], "--audit_examples=500: allowed: <= --num_test=200"),
+    (["--lamp_sizes=7"], "--lamp_sizes=7"),
+    (["--recovery=magic"], "--recovery=magic"),
+])
+def test_bad_flags_are_one_line(args, match):
+  message = cli.flag_error(pc.PretrainedConfig, "--workdir=/tmp/x", *args)
+  assert match in message and "\n" not in message
+
+
+def test_weights_that_do_not_fit_stop_before_any_work(tmp_path):
+  workdir = tmp_path / "w"
+  proc = cli.popen("pretrained", f"--flagfile={SMOKE}", f"--workdir={workdir}",
+                   f"--checkpoints={FIXTURES}clip_gelu_config.json={FIXTURES}siglip.npz")
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 2
+  assert err.strip().splitlines()[-1].startswith("error: checkpoint tests/fixtures/pretrained/siglip.npz "
+                                                "does not fit the given clip config: missing keys")
+  assert not workdir.exists()
+
+
+def test_detection_dataset_boxes_through_mock_data():
+  with tfds.testing.mock_data(num_examples=6):
+    data = sources.load_boxes("voc/2007", split="train", limit=9, frame_size=32)
+  assert data.images.shape[1:] == (32, 32, 3) and data.images.dtype == np.uint8
+  assert len(data.images) == len(data.boxes) == len(data.labels) <= 9
+  assert np.all((data.boxes[:, 2] > data.boxes[:, 0]) & (data.boxes[:, 3] > data.boxes[:, 1]))
+  assert len(data.class_names) == 20                   # VOC's classes, from the features
+  with tfds.testing.mock_data(num_examples=2), pytest.raises(ValueError, match="box_key='boxes'"):
+    sources.load_boxes("voc/2007", split="train", box_key="boxes")
+
+
+def test_classification_dataset_through_mock_data():
+  cfg = pc.PretrainedConfig(dataset="mnist", num_train=20, num_test=10, workdir="/tmp/unused")
+  with tfds.testing.mock_data(num_examples=20):
+    data = pretrained_data.load(cfg)
+  assert data.train_images.shape == (20, 28, 28, 3) and data.frame_size == 28
+  np.testing.assert_array_equal(data.train_boxes, np.tile([[0, 0, 1, 1]], (20, 1)))
+  assert cfg.views == [("frame", 0.0, False), ("frame_grey", 0.0, True)]   # no boxes: whole image
