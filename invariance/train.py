@@ -283,7 +283,7 @@ class _MetricsLog:
       import tensorboardX  # local: only runs that write events need it
       # purge_step: TensorBoard hides what an earlier, killed attempt logged past the checkpoint.
       self.events = tensorboardX.SummaryWriter(events_dir, purge_step=resume_step + 1,
-                                               flush_secs=10 ** 9)
+                                               flush_secs=600)
 
   def add(self, step: int, loss, aux: dict, lr) -> None:
     if self.path is not None:

@@ -131,3 +131,88 @@ def test_fit_leaves_the_callers_params_alive():
   train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))
   train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))  # reuse: no error
   assert all(not leaf.is_deleted() for leaf in jax.tree.leaves(params))
+
+
+# -- files beside the checkpoints: metrics.jsonl, TensorBoard events, profiles -----------------------
+def _fit_logged(steps, tmp_path, lr=0.05, **files):
+  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  cfg = train.TrainConfig(steps=steps, log_every=5, checkpoint_every=10,
+                          checkpoint_dir=str(tmp_path / "ck"), metrics_path=str(tmp_path / "m.jsonl"),
+                          **files)
+  return train.fit(loss_fn, params, batch_at, _adam(lr), cfg, jax.random.key(1),
+                   schedule=optax.constant_schedule(lr))
+
+
+def test_tensorboard_events_hold_the_metrics_curves(tmp_path):
+  """Every step's loss, learning rate and aux scalars, read back from the event files, equal the
+  metrics.jsonl records (float32, as TensorBoard stores them); a run with another learning rate
+  is the control the same comparison rejects."""
+  from tests import events
+  _fit_logged(12, tmp_path / "a", events_dir=str(tmp_path / "a" / "tb"))
+  _fit_logged(12, tmp_path / "b", lr=0.2, events_dir=str(tmp_path / "b" / "tb"))
+  jsonl = train.read_metrics(str(tmp_path / "a" / "m.jsonl"))
+  assert [r["step"] for r in jsonl] == list(range(1, 13))
+  curves = {run: events.scalars(str(tmp_path / run / "tb")) for run in ("a", "b")}
+  assert set(curves["a"]) == {"loss", "lr", "acc"}
+  for tag in ("loss", "lr", "acc"):
+    expected = [(r["step"], r[tag]) for r in jsonl]
+    np.testing.assert_allclose(curves["a"][tag], expected, rtol=1e-6)
+    if tag != "acc":
+      with pytest.raises(AssertionError):
+        np.testing.assert_allclose(curves["b"][tag], expected, rtol=1e-6)
+
+
+def test_profile_steps_write_a_trace_of_those_steps_only(tmp_path):
+  _fit_logged(6, tmp_path, profile_steps=(2, 4), profile_dir=str(tmp_path / "profile"))
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0, traces
+  # Control: no profile_steps, no trace.
+  _fit_logged(6, tmp_path / "none", profile_dir=str(tmp_path / "none" / "profile"))
+  assert not (tmp_path / "none" / "profile").exists()
+  with pytest.raises(ValueError, match=r"profile_steps=\(3, 3\): allowed"):
+    train.TrainConfig(steps=5, profile_steps=(3, 3), profile_dir=str(tmp_path))
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
+  """A kill during an append leaves a partial last line: the resumed run drops it (with the
+  records past its checkpoint) and the file holds every step once. A damaged line that is not
+  the last is no torn append: the same resume stops with an error naming the file."""
+  path = tmp_path / "m.jsonl"
+  _fit_logged(10, tmp_path)
+  with open(path, "a") as f:
+    f.write('{"step": 11, "loss": 0.6')               # torn: no closing brace, no newline
+  _fit_logged(20, tmp_path)
+  assert [r["step"] for r in train.read_metrics(str(path))] == list(range(1, 21))
+  lines = path.read_text().splitlines()
+  lines[3] = lines[3][:10]
+  path.write_text("\n".join(lines) + "\n")
+  with pytest.raises(ValueError, match=rf"{path}: line 4 is not a metrics record"):
+    train.read_metrics(str(path))
+
+
+def test_an_unreadable_checkpoint_leaves_only_the_error(tmp_path, monkeypatch):
+  """Array files damaged, metadata intact: orbax fails one read while tensorstore still finishes
+  the others, whose callbacks then hit orbax's closed event loop. Those must not reach the
+  process's unraisable-exception hook (each would print a traceback after the one-line error);
+  anything else still does (the control)."""
+  seen = []
+  monkeypatch.setattr("sys.unraisablehook", seen.append)
+  _fit(10, str(tmp_path / "ck"))
+  for f in (tmp_path / "ck" / "10").rglob("*"):
+    if f.is_file() and ("ocdbt.process_0" in str(f) or f.parent.name == "d"):
+      f.write_bytes(b"garbage")
+  for _ in range(3):
+    with pytest.raises(ValueError, match="unreadable"):
+      _fit(20, str(tmp_path / "ck"))
+  import gc
+  import sys
+  import time
+  time.sleep(0.5)                                       # let the abandoned reads finish
+  gc.collect()
+  assert [u for u in seen if train._is_abandoned_read(u)] == []
+  Unraisable = type("Unraisable", (), {})
+  for message in ("Event loop is closed", "some other failure"):
+    u = Unraisable()
+    u.exc_value = RuntimeError(message)
+    sys.unraisablehook(u)
+  assert [str(u.exc_value) for u in seen] == ["some other failure"]
