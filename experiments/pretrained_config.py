@@ -87,8 +87,8 @@ class PretrainedConfig(config.StudyConfig):
                                       "lights; the size strata).", low=2, high=6, sort=True)
   frame_size: int = param(224, "dashcam: frame side rendered; TFDS detection: frames resized to "
                           "this square.", low=32, high=1024)
-  num_train: int = param(400, "Training examples (the first ones of the train split).", low=2)
-  num_test: int = param(200, "Test examples (the first ones of the test split).", low=2)
+  num_train: int = param(300, "Training examples (the first ones of the train split).", low=2)
+  num_test: int = param(150, "Test examples (the first ones of the test split).", low=2)
   contexts: tuple[float, ...] = param(
       (0.0, 3.0, 1.0), "Views with boxes: 0 = the whole frame resized to the tower (a distant "
       "object shrinks to a few pixels), s >= 1 = a square crop s times the box's longer side "
@@ -102,12 +102,12 @@ class PretrainedConfig(config.StudyConfig):
                                      "one {}; the ensemble is their mean embedding.")
   size_strata: int = param(3, "Object-size strata (quantiles of the test boxes' areas) for the "
                            "whole-frame view; 1 = none.", low=1, high=10)
-  audit_examples: int = param(100, "Test examples the invariance audit uses (0 = no audit).",
+  audit_examples: int = param(60, "Test examples the invariance audit uses (0 = no audit).",
                               low=0)
   audit_shifts: tuple[float, ...] = param((1.0, 0.5), "Audit: translations in patches (1 = a "
                                           "whole patch), each cyclic and non-wrapping, down "
                                           "and right.", above=0)
-  placement_grid: int = param(5, "Placement map: the object (tight crop) pasted at grid x grid "
+  placement_grid: int = param(4, "Placement map: the object (tight crop) pasted at grid x grid "
                               "positions of a grey canvas (0 = none).", low=0, high=16)
   placement_scale: float = param(0.25, "Placement map: object side as a fraction of the canvas.",
                                  above=0, high=1)

@@ -63,3 +63,22 @@ def test_jensen_gap_sanity_and_its_size():
   out = audit.jensen_gaps(mlp, params, X, labels, T, batch=8, batches=2)
   assert out["examples"] == 12 and out["batches"] == 2
   assert out["violations"] == 0 and out["mean_gap"] >= 0.0
+
+
+def test_shift_cyclic_and_edge_repeating():
+  x = np.arange(16.0).reshape(1, 4, 4, 1)
+  np.testing.assert_array_equal(audit.shift(x, 1, 0, True)[0, :, 0, 0], [12, 0, 4, 8])
+  np.testing.assert_array_equal(audit.shift(x, 1, 0, False)[0, :, 0, 0], [0, 0, 4, 8])
+  np.testing.assert_array_equal(audit.shift(x, 0, -2, False)[0, 0, :, 0], [2, 3, 3, 3])
+  np.testing.assert_array_equal(audit.shift(x, 0, 0, False), x)
+
+
+def test_audit_transforms_tells_a_cyclic_invariant_from_an_edge_shift():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(10, 8, 8, 1)).astype(np.float32)
+  mean = lambda b: np.stack([b.mean((1, 2, 3)), -b.mean((1, 2, 3))], 1)  # noqa: E731
+  out = audit.audit_transforms(mean, x, {
+      "cyclic": lambda b: audit.shift(b, 2, 3, True), "edge": lambda b: audit.shift(b, 2, 3, False)},
+      batch=4)
+  assert out["cyclic"]["error_max"] < 1e-5 and out["cyclic"]["flip_rate"] == 0
+  assert out["edge"]["error_mean"] > 0.05              # the control: the same check rejects it

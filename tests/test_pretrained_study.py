@@ -89,7 +89,7 @@ def test_random_init_default_says_it_is_not_pretrained(tmp_path):
     (["--checkpoints=ViT-B-32=/nonexistent.safetensors"], "no such weights file"),
     (["--checkpoints=ViT-B-32"], "allowed: ARCH=PATH or ARCH=random"),
     (["--templates=a photo"], "--templates=a photo: allowed: templates with exactly one {}"),
-    (["--audit_examples=500"], "--audit_examples=500: allowed: <= --num_test=200"),
+    (["--audit_examples=500"], "--audit_examples=500: allowed: <= --num_test=150"),
     (["--lamp_sizes=7"], "--lamp_sizes=7"),
     (["--recovery=magic"], "--recovery=magic"),
 ])

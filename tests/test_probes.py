@@ -67,3 +67,32 @@ def test_ridge_probes_read_what_is_there_and_choose_their_regularisation():
   assert control["car"][0] < 0.4 and control["light"][0] < 0.6
   with pytest.raises(ValueError, match="attributes"):
     probes.ridge_probes(x[:n], tr, x[n:], {"car": te["car"]})
+
+
+def test_label_curve_draws_caps_and_reads_a_planted_signal():
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 300)
+  x = rng.normal(size=(300, 20))
+  x[:, 3] += 4.0 * (2 * y - 1)                        # one feature carries the label
+  curve = probes.label_curve(x[:200], y[:200], x[200:], y[200:], (8, 64, 10_000), (0, 1, 2))
+  assert sorted(curve) == [8, 64, 200]                 # 10,000 capped at the 200 training rows
+  assert all(len(v) == 3 for v in curve.values())
+  assert min(curve[64]) > 0.95 and min(curve[200]) > 0.95
+  assert len(set(curve[200])) == 1                     # all labels: every draw is the same set
+  control = probes.label_curve(x[:200], rng.permutation(y[:200]), x[200:], y[200:], (200,), (0,))
+  assert control[200][0] < 0.7                         # shuffled labels: no signal to read
+
+
+def test_ridge_classifier_scores_match_a_direct_ridge_fit():
+  from sklearn.linear_model import RidgeClassifierCV
+  from sklearn.preprocessing import StandardScaler
+  rng = np.random.default_rng(1)
+  x, y = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
+  scores = probes.ridge_classifier(x, y)(x[:7])
+  scaler = StandardScaler().fit(x)
+  direct = RidgeClassifierCV(alphas=probes.RIDGE_ALPHAS).fit(scaler.transform(x), y)
+  np.testing.assert_allclose(scores, direct.decision_function(scaler.transform(x[:7])), rtol=1e-10)
+  two = probes.ridge_classifier(x, (y > 0).astype(int))(x[:4])
+  assert two.shape == (4, 2) and np.allclose(two[:, 0], -two[:, 1])
+  with pytest.raises(ValueError, match="one class"):
+    probes.ridge_classifier(x, np.zeros(60, int))
