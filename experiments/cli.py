@@ -35,6 +35,9 @@ def run(cls, main: Callable) -> None:
   """The absl entry point of a study whose config class is ``cls``."""
 
   def _main():
+    # gcsfs (gs:// workdirs) logs its feature flags at import and, without default credentials,
+    # a bucket-type probe per bucket: noise around the one-line errors; its errors still show.
+    std_logging.getLogger("gcsfs").setLevel(std_logging.ERROR)
     cfg = config.from_flags(cls)
     import jax
     jax.config.update("jax_default_prng_impl", cfg.prng_impl)

@@ -265,6 +265,38 @@ def read_metrics(path: str, resume_step: Optional[int] = None) -> list[dict]:
   return records
 
 
+class _Events:
+  """TensorBoard scalars, one event per record and tag, written synchronously (tensorboardX's
+  ``EventsWriter``: TFRecord framing, a local file or a ``gs://`` object rewritten on flush).
+  A resumed run's file starts with TensorBoard's purge marker (a SessionLog START at the first
+  new step), so curves an earlier, killed attempt logged past the checkpoint are hidden."""
+
+  def __init__(self, directory: str, resume_step: int):
+    from tensorboardX import event_file_writer
+    from tensorboardX import summary
+    from tensorboardX.proto import event_pb2
+    if not storage.is_remote(directory):
+      os.makedirs(directory, exist_ok=True)
+    self._pb, self._summary = event_pb2, summary
+    self._writer = event_file_writer.EventsWriter(storage.join(directory, "events"),
+                                                  f".{os.getpid()}.from{resume_step}")
+    if resume_step:
+      self._writer.write_event(event_pb2.Event(
+          step=resume_step + 1, wall_time=time.time(),
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+
+  def write(self, records: list[dict]) -> None:
+    for record in records:
+      for tag, value in record.items():
+        if tag != "step":
+          self._writer.write_event(self._pb.Event(step=record["step"], wall_time=time.time(),
+                                                  summary=self._summary.scalar(tag, value)))
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
 class _MetricsLog:
   """Per-step scalars as JSON lines, and as TensorBoard events (see module docstring); only
   process 0 writes."""
@@ -280,10 +312,7 @@ class _MetricsLog:
       kept = read_metrics(path, resume_step)   # drop records past the checkpoint we resume from
       storage.write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     if events_dir is not None:
-      import tensorboardX  # local: only runs that write events need it
-      # purge_step: TensorBoard hides what an earlier, killed attempt logged past the checkpoint.
-      self.events = tensorboardX.SummaryWriter(events_dir, purge_step=resume_step + 1,
-                                               flush_secs=600)
+      self.events = _Events(events_dir, resume_step)
 
   def add(self, step: int, loss, aux: dict, lr) -> None:
     if self.path is not None:
@@ -303,11 +332,7 @@ class _MetricsLog:
     if self.path is not None:
       storage.append(self.path, "".join(json.dumps(r) + "\n" for r in records))
     if self.events is not None:
-      for record in records:
-        for tag, value in record.items():
-          if tag != "step":
-            self.events.add_scalar(tag, value, record["step"])
-      self.events.flush()
+      self.events.write(records)
 
   def close(self) -> None:
     self.flush()

@@ -24,7 +24,9 @@ def records(data: bytes) -> list[bytes]:
 
 
 def scalars(directory: str) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value), ...]} over every event file in ``directory`` (in file order)."""
+  """{tag: [(step, value), ...]} over every event file in ``directory`` (files in name order, i.e.
+  by creation time), with TensorBoard's purge rule: a SessionLog START at step s hides what
+  earlier events logged at steps >= s."""
   from tensorboardX.proto import event_pb2
   out: dict[str, list[tuple[int, float]]] = {}
   for name in storage.listdir(directory):
@@ -32,6 +34,8 @@ def scalars(directory: str) -> dict[str, list[tuple[int, float]]]:
       continue
     for body in records(storage.read_bytes(storage.join(directory, name))):
       event = event_pb2.Event.FromString(body)
+      if event.session_log.status == event_pb2.SessionLog.START:
+        out = {tag: [(s, v) for s, v in pts if s < event.step] for tag, pts in out.items()}
       for value in event.summary.value:
         out.setdefault(value.tag, []).append((event.step, value.simple_value))
   return out
