@@ -22,9 +22,7 @@ tensorflow_datasets and pyarrow are imported inside the functions.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import os
 from typing import Any, Callable, Iterator, Optional
 
@@ -72,41 +70,9 @@ class OpenedSplit:
 
 
 # -- TFDS -----------------------------------------------------------------------------------------
-def _walk(tree, key: str, what: Callable, on_missing: Callable[[str, str, list], Exception]):
-  """``tree[...]`` along ``key`` (see ``BoxCaptionSpec``); ``what(node)`` steps into a sequence;
-  ``on_missing(key, missing part, keys there)`` is the error when a part is not found."""
-  parts, node = key.split("/"), tree
-  while parts:
-    node = what(node)
-    keys = list(node.keys()) if hasattr(node, "keys") else []
-    for n in range(len(parts), 0, -1):
-      if "/".join(parts[:n]) in keys:
-        node, parts = node["/".join(parts[:n])], parts[n:]
-        break
-    else:
-      raise on_missing(key, "/".join(parts), sorted(keys))
-  return node
-
-
 def _builder(name: str, data_dir):
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
-  try:    # a builder whose code needs TensorFlow prints a banner to stdout: kept out of results
-    with tfds_builders.quiet(), contextlib.redirect_stdout(io.StringIO()):
-      return tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(f"dataset={name!r} is not a TFDS dataset (neither registered nor prepared in "
-                     f"data_dir={sources._where(data_dir)!r}); allowed: a TFDS dataset with captions and "
-                     f"labelled boxes, e.g. {EXAMPLE}") from None
-  except ModuleNotFoundError:        # the builder's code needs TensorFlow: read the prepared files
-    pass
-  except ValueError as e:            # an unknown config or version; TFDS's message spans lines
-    raise ValueError(f"dataset={name!r} cannot be opened: {str(e).splitlines()[0]}") from None
-  try:
-    with tfds_builders.quiet():
-      return tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise sources.not_prepared_error(name, data_dir) from None
+  return sources.public_builder(name, data_dir, "dataset", "a TFDS dataset with captions and "
+                                f"labelled boxes, e.g. {EXAMPLE}")
 
 
 def open_split(name: str, split: str, spec: BoxCaptionSpec = BoxCaptionSpec(),
@@ -129,16 +95,16 @@ def open_split(name: str, split: str, spec: BoxCaptionSpec = BoxCaptionSpec(),
         f"allowed: a dataset with captions and labelled boxes such as {EXAMPLE}, or the "
         "feature's key")
 
-  text = step(_walk(features, spec.caption_key, step, missing("caption")))
+  text = step(sources.feature_path(features, spec.caption_key, step, missing("caption")))
   if not isinstance(text, tfds.features.Text) and getattr(text, "np_dtype", None) not in (
       np.str_, np.object_, np.bytes_):
     raise ValueError(f"dataset={name!r}: feature {spec.caption_key!r} is {type(text).__name__}; "
                      "allowed: a text feature (the captions)")
-  boxes = step(_walk(features, spec.box_key, step, missing("box")))
+  boxes = step(sources.feature_path(features, spec.box_key, step, missing("box")))
   if not isinstance(boxes, tfds.features.BBoxFeature):
     raise ValueError(f"dataset={name!r}: feature {spec.box_key!r} is {type(boxes).__name__}; "
                      "allowed: a BBoxFeature (normalised ymin, xmin, ymax, xmax)")
-  labels = step(_walk(features, spec.label_key, step, missing("box label")))
+  labels = step(sources.feature_path(features, spec.label_key, step, missing("box label")))
   names = list(getattr(labels, "names", None) or [])
   if not names:
     raise ValueError(f"dataset={name!r}: feature {spec.label_key!r} has no class names; allowed: "
@@ -191,12 +157,12 @@ def read_split(opened: OpenedSplit, limit: Optional[int] = None,
   for start in range(0, total, chunk):
     for offset, example in enumerate(_records(opened.source, start, min(start + chunk, total))):
       i = start + offset
-      texts = _walk(example, spec.caption_key, lambda x: x, missing)
+      texts = sources.feature_path(example, spec.caption_key, lambda x: x, missing)
       captions.extend(_text(t) for t in np.asarray(texts, object).reshape(-1))
       caption_image.extend([i] * (len(captions) - len(caption_image)))
-      boxes = np.asarray(_walk(example, spec.box_key, lambda x: x, missing),
+      boxes = np.asarray(sources.feature_path(example, spec.box_key, lambda x: x, missing),
                          np.float64).reshape(-1, 4)
-      labels = np.asarray(_walk(example, spec.label_key, lambda x: x, missing)).reshape(-1)
+      labels = np.asarray(sources.feature_path(example, spec.label_key, lambda x: x, missing)).reshape(-1)
       if len(boxes) != len(labels):
         raise ValueError(f"dataset={opened.name!r} split {opened.split!r} example {i}: "
                          f"{len(boxes)} boxes but {len(labels)} labels; allowed: one label per box")

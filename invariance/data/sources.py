@@ -20,10 +20,12 @@ records (the not-prepared check runs only when reading fails).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
 import os
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -91,7 +93,7 @@ def load_classification(name: str = DIGITS, *, data_dir=None, seed: int = 0,
                      ("image_key", image_key), ("label_key", label_key)):
     if not isinstance(value, str) or not value:
       raise ValueError(f"{arg}={value!r} is invalid; allowed: a non-empty string")
-  builder = _public_builder(name, data_dir)
+  builder = public_builder(name, data_dir)
   features = builder.info.features
   for arg, key in (("image_key", image_key), ("label_key", label_key)):
     if key not in features:
@@ -142,18 +144,46 @@ def not_prepared_error(name: str, data_dir) -> FileNotFoundError:
       f"{name.split('/')[0].split(':')[0]}/ directory into {where})")
 
 
-def _public_builder(name: str, data_dir):
+def public_builder(name: str, data_dir, flag: str = "name", allowed: str = ""):
+  """The TFDS builder of ``name``; a dataset whose builder code needs TensorFlow (e.g.
+  ``coco_captions``) is opened from its prepared files instead. Errors name ``flag`` and say what is
+  ``allowed``."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from invariance.data import tfds_builders  # pylint: disable=import-outside-toplevel
-  try:
-    with tfds_builders.quiet():
+  allowed = allowed or (f"{DIGITS!r} or a TFDS image classification dataset, e.g. "
+                        f"{', '.join(EXAMPLES[1:])}")
+  try:     # a builder whose code needs TensorFlow prints a banner to stdout: kept out of results
+    with tfds_builders.quiet(), contextlib.redirect_stdout(io.StringIO()):
       return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(f"name={name!r} is not a TFDS dataset (neither registered nor prepared in "
-                     f"data_dir={_where(data_dir)!r}); allowed: {DIGITS!r} or a TFDS image "
-                     f"classification dataset, e.g. {', '.join(EXAMPLES[1:])}") from None
+    raise ValueError(f"{flag}={name!r} is not a TFDS dataset (neither registered nor prepared in "
+                     f"data_dir={_where(data_dir)!r}); allowed: {allowed}") from None
+  except ModuleNotFoundError:        # the builder's code needs TensorFlow: read the prepared files
+    pass
   except ValueError as e:  # e.g. an unknown config or version; TFDS's message spans many lines
-    raise ValueError(f"name={name!r} cannot be opened: {str(e).splitlines()[0]}") from None
+    raise ValueError(f"{flag}={name!r} cannot be opened: {str(e).splitlines()[0]}") from None
+  try:
+    with tfds_builders.quiet():
+      return tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise not_prepared_error(name, data_dir) from None
+
+
+def feature_path(tree, key: str, step: Callable, on_missing: Callable[[str, str, list], Exception]):
+  """``tree[...]`` along a '/'-separated ``key`` of a record or a features dict (a part may itself
+  hold a '/', e.g. ``image/id``); ``step(node)`` steps into a sequence; ``on_missing(key, missing
+  part, keys there)`` is the error when a part is not found."""
+  parts, node = key.split("/"), tree
+  while parts:
+    node = step(node)
+    keys = list(node.keys()) if hasattr(node, "keys") else []
+    for n in range(len(parts), 0, -1):
+      if "/".join(parts[:n]) in keys:
+        node, parts = node["/".join(parts[:n])], parts[n:]
+        break
+    else:
+      raise on_missing(key, "/".join(parts), sorted(keys))
+  return node
 
 
 def _read_split(builder, name: str, split: str, data_dir, limit, keys) -> dict[str, np.ndarray]:
@@ -197,20 +227,6 @@ class BoxData:
   class_names: tuple[str, ...]
 
 
-def _nested(record: dict, key: str):
-  for part in key.split("/"):
-    record = record[part]
-  return record
-
-
-def _feature(features, key: str):
-  for part in key.split("/"):
-    if part not in features:
-      return None
-    features = features[part]
-  return features
-
-
 def load_boxes(name: str, *, split: str, data_dir=None, limit: Optional[int] = None,
                frame_size: int = 384, image_key: str = "image", box_key: str = "objects/bbox",
                label_key: str = "objects/label") -> BoxData:
@@ -218,14 +234,23 @@ def load_boxes(name: str, *, split: str, data_dir=None, limit: Optional[int] = N
   example. Frames are resized to ``frame_size`` squares (aspect ratio not kept; boxes are
   fractions, so they stay exact)."""
   import jax  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   frame_size = _check_int("frame_size", frame_size, 8)
-  builder = _public_builder(name, data_dir)
+  builder = public_builder(name, data_dir, "dataset", "a TFDS detection dataset, e.g. voc/2007")
   features = builder.info.features
+
+  def step(node):
+    return node.feature if isinstance(node, tfds.features.Sequence) else node
+
+  def missing(arg):
+    return lambda key, part, keys: ValueError(
+        f"{arg}={key!r} is not a feature of {name!r} (no {part!r} among: {', '.join(keys)}); "
+        "allowed: a '/'-separated path into its features")
+
   for arg, key in (("image_key", image_key), ("box_key", box_key), ("label_key", label_key)):
-    if _feature(features, key) is None:
-      raise ValueError(f"{arg}={key!r} is not a feature of {name!r}; allowed: a '/'-separated "
-                       f"path into its features ({', '.join(sorted(features))})")
-  names = getattr(_feature(features, label_key), "names", None)
+    feature_path(features, key, step, missing(arg))
+  names = getattr(step(feature_path(features, label_key, step, missing("label_key"))), "names", None)
+  _nested = lambda record, key: feature_path(record, key, lambda x: x, missing("key"))  # noqa: E731
   images, boxes, labels = [], [], []
   for record in _read_records(builder, name, split, data_dir, None):
     rec_boxes = np.asarray(_nested(record, box_key), np.float32).reshape(-1, 4)
