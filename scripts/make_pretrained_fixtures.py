@@ -16,7 +16,8 @@ Writes, all small:
   pre-projection features, every block's tokens; <name>_config.json: the lab's architecture config;
 * vit_b_32_layout.json: key names and shapes of the full-size open_clip ViT-B-32 (no weights);
 * bpe_vocab_head.txt.gz (the first 1,000 merges of open_clip's BPE file; the tiny CLIP models'
-  vocabulary is exactly its ids, so the fixtures also serve as a whole model with its tokenizer) and clip_tokens.json: texts and
+  vocabulary is exactly its ids, so the fixtures also serve as a whole model with its tokenizer)
+  and clip_tokens.json: texts and
   open_clip ``SimpleTokenizer`` ids at two context lengths;
 * spm_tiny.model and siglip_tokens.json: a tiny SentencePiece model trained here (the tiny SigLIP's
   vocabulary) and the ids of
