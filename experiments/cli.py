@@ -9,6 +9,8 @@ exits 2, a non-finite loss exits 3, and nothing is written before the config is 
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging as std_logging
 import os
 import sys
@@ -20,6 +22,7 @@ from absl import logging
 
 from experiments import config
 from experiments.config import fail
+from invariance import storage
 
 FLAGS = flags.FLAGS
 
@@ -48,9 +51,41 @@ def run(cls, main: Callable) -> None:
       jax.config.update("jax_compilation_cache_dir", cfg.compile_cache)
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    main(cfg)
+    with local_data_dir(cfg) as cfg:
+      main(cfg)
 
   run_main(_main)
+
+
+def data_cache_root() -> str:
+  """Where ``gs://`` data directories are mirrored ($INVARIANCE_DATA_CACHE, or under ~/.cache)."""
+  return os.environ.get("INVARIANCE_DATA_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "invariance_lab", "data")
+
+
+@contextlib.contextmanager
+def local_data_dir(cfg):
+  """``--data_dir=gs://bucket/path``: TFDS reads array_record files from local disk only, so the
+  bucket folder is copied into a local mirror (files already there are kept), the study reads
+  the mirror, and datasets it built there (the offline defaults, on first use) are copied up to
+  the bucket afterwards by process 0. ``cfg`` with a local ``data_dir`` is what the study sees."""
+  remote = getattr(cfg, "data_dir", None)
+  if not storage.is_remote(remote):
+    yield cfg
+    return
+  problem = storage.bucket_error(remote)
+  if problem:
+    fail("data_dir", remote, f"{problem}; allowed: a gs:// path in an existing bucket, or a local "
+         "directory")
+  local = os.path.join(data_cache_root(), remote[len(storage.REMOTE_PREFIX):])
+  os.makedirs(local, exist_ok=True)
+  logging.info("data_dir %s: %d files copied into the local mirror %s", remote,
+               storage.download_tree(remote, local), local)
+  yield dataclasses.replace(cfg, data_dir=local)
+  import jax
+  if jax.process_index() == 0:
+    logging.info("data_dir %s: %d new files copied up from %s", remote,
+                 storage.copy_tree(local, remote, only_new=True), local)
 
 
 def run_main(main: Callable[[], None]) -> None:

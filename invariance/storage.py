@@ -9,6 +9,10 @@ object or the new one, never a part), so ``write_atomic`` is a single upload the
 rewrites the whole (small) object. Clients are pointed at an emulator by their documented
 variables: ``STORAGE_EMULATOR_HOST`` (gcsfs, google-cloud-storage) and
 ``TENSORSTORE_GCS_HTTP_URL`` (tensorstore, orbax's array store); see ``tests/gcs_emulator.py``.
+
+TFDS's array_record files are read and written with local file I/O only, so a ``gs://`` data
+directory is mirrored: ``download_tree`` before the study, ``copy_tree(..., only_new=True)`` of
+what the study built (see ``experiments/cli.py``).
 """
 from __future__ import annotations
 
@@ -128,12 +132,36 @@ def bucket_error(path) -> str | None:
   return f"bucket gs://{bucket} {reason}"
 
 
-def copy_tree(local_dir: str, dest) -> None:
-  """Copy the files under a local directory to ``dest`` (local or ``gs://``), keeping the tree."""
+def copy_tree(local_dir: str, dest, only_new: bool = False) -> int:
+  """Copy the files under a local directory to ``dest`` (local or ``gs://``), keeping the tree
+  (``only_new``: skip files already there). Returns the number of files copied."""
+  copied = 0
   for root, _, files in os.walk(local_dir):
     for name in files:
       rel = os.path.relpath(os.path.join(root, name), local_dir)
       target = join(dest, *rel.split(os.sep))
+      if only_new and exists(target):
+        continue
       if not is_remote(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
       write_atomic(target, read_bytes(os.path.join(root, name)))
+      copied += 1
+  return copied
+
+
+def download_tree(remote, local_dir: str) -> int:
+  """Copy every file under ``remote`` (``gs://``) missing from ``local_dir`` down to it. Returns
+  the number of files copied."""
+  base = str(remote).rstrip("/")
+  copied = 0
+  pending, files = [_epath(base)] if isdir(base) else [], []
+  while pending:                           # epath refuses recursive globs on gs://: walk it
+    for path in pending.pop().iterdir():
+      (pending if path.is_dir() else files).append(path)
+  for path in files:
+    rel = os.fspath(path)[len(base) + 1:]
+    target = os.path.join(local_dir, *rel.split("/"))
+    if not os.path.exists(target):
+      write_atomic(target, path.read_bytes())
+      copied += 1
+  return copied

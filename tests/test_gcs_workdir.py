@@ -4,6 +4,7 @@ emulator started by the test on 127.0.0.1 (``tests/gcs_emulator.py``), no networ
 import json
 import os
 import signal
+import tempfile
 import time
 
 import pytest
@@ -26,19 +27,22 @@ def emulator():
 
 
 def _study(workdir, env, *args):
-  proc = cli.popen("orbit", f"--flagfile={SMOKE}", f"--workdir={workdir}", f"--models={MODEL}",
+  return cli.popen("orbit", f"--flagfile={SMOKE}", f"--workdir={workdir}", f"--models={MODEL}",
                    *args, merge_stderr=True)
-  return proc
 
 
 def _strip(row):
   return {k: v for k, v in row.items() if "seconds" not in k}
 
 
-def test_a_study_killed_and_resumed_on_gs_matches_the_local_run(emulator, smoke_runs):
+def test_a_study_killed_and_resumed_on_gs_matches_the_local_run(emulator, smoke_runs, tmp_path,
+                                                                monkeypatch):
+  """Workdir and TFDS data dir on gs:// (the digits are built into the local mirror of the data
+  dir on first use and copied up once the study finishes)."""
   local = smoke_runs.workdir("orbit")
-  workdir = f"gs://{BUCKET}/runs/orbit"
-  proc = _study(workdir, emulator)
+  monkeypatch.setenv("INVARIANCE_DATA_CACHE", str(tmp_path / "mirror"))
+  workdir, data_dir = f"gs://{BUCKET}/runs/orbit", f"gs://{BUCKET}/tfds"
+  proc = _study(workdir, emulator, f"--data_dir={data_dir}")
   deadline, seen = time.time() + 300, []
   for line in proc.stdout:
     seen.append(line)
@@ -50,7 +54,7 @@ def test_a_study_killed_and_resumed_on_gs_matches_the_local_run(emulator, smoke_
   assert storage.exists(f"{workdir}/flags.json"), "".join(seen)[-3000:]
   assert not storage.exists(f"{workdir}/results.json")
 
-  resumed = _study(workdir, emulator)
+  resumed = _study(workdir, emulator, f"--data_dir={data_dir}")
   out, _ = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, out[-3000:]
   assert f"{MODEL}/seed0: resumed from checkpoint at step 20" in out
@@ -70,6 +74,7 @@ def test_a_study_killed_and_resumed_on_gs_matches_the_local_run(emulator, smoke_
   curves = events.scalars(f"{workdir}/tensorboard/{MODEL}/seed0")
   assert [s for s, _ in curves["loss"]] == list(range(1, 31))         # each step once
   assert not os.path.exists(os.path.join(cli.ROOT, "gs:"))             # nothing went local
+  assert storage.listdir(data_dir) == ["sklearn_digits"]               # the built dataset, up
 
 
 def test_a_bucket_that_does_not_exist_is_one_line(emulator):
@@ -85,9 +90,7 @@ def test_storage_on_gs_reads_what_it_wrote(emulator):
   """The path layer on its own: atomic writes, appends, listings; local paths are the control
   that takes the other branch with the same results."""
   for root in (f"gs://{BUCKET}/unit", None):
-    if root is None:
-      import tempfile
-      root = tempfile.mkdtemp()
+    root = root or tempfile.mkdtemp()
     storage.write_atomic(storage.join(root, "a", "x.json"), "1")
     storage.append(storage.join(root, "a", "m.jsonl"), "one\n")
     storage.append(storage.join(root, "a", "m.jsonl"), "two\n")
@@ -97,4 +100,8 @@ def test_storage_on_gs_reads_what_it_wrote(emulator):
                                                                                   "x.json"))
     assert not storage.exists(storage.join(root, "nothing"))
     assert storage.bucket_error(root) is None
+  mirror = tempfile.mkdtemp()
+  assert storage.download_tree(f"gs://{BUCKET}/unit", mirror) == 2           # a data dir's mirror
+  assert open(os.path.join(mirror, "a", "m.jsonl")).read() == "one\ntwo\n"
+  assert storage.download_tree(f"gs://{BUCKET}/unit", mirror) == 0           # kept, not re-read
   assert "does not exist" in storage.bucket_error("gs://no-such-bucket/x")
