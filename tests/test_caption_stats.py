@@ -1,4 +1,4 @@
-"""Caption statistics (issue #25, item 4): hand-counted captions, box-area strata and corpus rates;
+"""Caption statistics: hand-counted captions, box-area strata and corpus rates;
 conditional rates on coco_captions through tfds.testing.mock_data (hand-made examples) and through
 real array_record files read by the CLI; bad input failing in one line before any work.
 

@@ -127,3 +127,21 @@ def test_classification_dataset_through_mock_data():
   assert data.train_images.shape == (20, 28, 28, 3) and data.frame_size == 28
   np.testing.assert_array_equal(data.train_boxes, np.tile([[0, 0, 1, 1]], (20, 1)))
   assert cfg.views == [("frame", 0.0, False), ("frame_grey", 0.0, True)]   # no boxes: whole image
+
+
+def test_whole_study_on_a_mocked_detection_dataset(tmp_path):
+  """The box-crop path end to end: mocked VOC boxes, the tiny CLIP fixture and its tokenizer."""
+  from experiments import pretrained
+  cfg = pc.PretrainedConfig(
+      checkpoints=(f"{FIXTURES}clip_gelu_config.json={FIXTURES}clip_gelu.safetensors",),
+      tokenizer=f"{FIXTURES}bpe_vocab_head.txt.gz", dataset="voc/2007", box_key="objects/bbox",
+      label_key="objects/label", train_split="train", test_split="validation", frame_size=48,
+      num_train=16, num_test=8, seeds=(0,), label_sizes=(16,), contexts=(0.0, 1.0), greyscale=False,
+      audit_examples=4, placement_grid=2, workdir=str(tmp_path / "w"))
+  with tfds.testing.mock_data(num_examples=8):
+    pretrained.main(cfg)
+  with open(tmp_path / "w" / "results.json") as f:
+    results = json.load(f)
+  assert len(results["class_names"]) == 20 and results["views"] == ["frame", "tight"]
+  row = next(r for r in results["towers"] if r["tower"] == "clip_gelu_clip_gelu" and r["view"] == "tight")
+  assert 0 <= row["zero_shot"] <= 1 and "block1_box" in row["curves"]

@@ -17,7 +17,9 @@ def test_api_tour_runs(capsys):
 
 STUDIES = {"orbit": ("experiments.orbit_config", "OrbitConfig"),
            "contrastive": ("experiments.contrastive_config", "ContrastiveConfig"),
-           "recover": ("experiments.recover_config", "RecoverConfig")}
+           "recover": ("experiments.recover_config", "RecoverConfig"),
+           "pretrained": ("experiments.pretrained_config", "PretrainedConfig"),
+           "caption_stats": ("experiments.caption_stats_config", "CaptionStatsConfig")}
 
 
 def _study_commands(text: str) -> list[tuple[str, list[str]]]:
