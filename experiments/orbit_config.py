@@ -32,6 +32,9 @@ class OrbitConfig(config.StudyConfig):
                                        allow_empty=True)
   batch_size: int = param(128, "Global batch size.", low=1)
   learning_rate: float = param(3e-3, "Adam learning rate.", above=0)
+  dtype: str = param("float32", "Computation dtype of the models (parameters and optimizer "
+                     "state stay float32); bfloat16 is what TPUs and recent GPUs train in.",
+                     choices=("float32", "bfloat16"))
   mlp_hidden: tuple[int, ...] = param((128, 128), "MLP hidden widths (also the orbit models').",
                                       low=1, distinct=False)
   cnn_channels: tuple[int, ...] = param((16, 32, 32), "ConvNet channels (cnn_gap, cnn_flat, p4).",
@@ -97,7 +100,7 @@ class OrbitConfig(config.StudyConfig):
     spec = models.ModelSpec(mlp_hidden=self.mlp_hidden, cnn_channels=self.cnn_channels,
                             orbit_samples=self.orbit_samples, canvas=self.canvas,
                             aug_width_reg=self.aug_width_regs[0],
-                            aug_eval_samples=self.aug_eval_samples)
+                            aug_eval_samples=self.aug_eval_samples, dtype=self.dtype)
     out = []
     for m in self.models:
       if m == "learned_aug" and len(self.aug_width_regs) > 1:

@@ -62,6 +62,7 @@ class ModelSpec:
   aug_width_reg: float = 0.05       # learned_aug: weight of the reward for a wide range
   aug_eval_samples: int = 8         # learned_aug: predictions averaged at evaluation
   num_classes: int = 10
+  dtype: str = "float32"            # the towers' computation dtype (parameters stay float32)
 
 
 class LearnedShift(nn.Module):
@@ -117,7 +118,8 @@ def make(name: str, spec: ModelSpec, group: groups_lib.Group,
   if name not in NAMES:
     raise ValueError(f"model={name!r}; allowed: {', '.join(NAMES)}")
   eval_key = jax.random.key(EVAL_KEY_SEED)
-  mlp = encoders.MLP(spec.mlp_hidden, spec.num_classes)
+  dtype = None if spec.dtype == "float32" else jnp.dtype(spec.dtype)
+  mlp = encoders.MLP(spec.mlp_hidden, spec.num_classes, dtype=dtype)
   plain_init = lambda net: lambda key, x: {"net": net.init(key, x)}
   plain = lambda net: lambda p, x: net.apply(p["net"], x)
 
@@ -143,9 +145,10 @@ def make(name: str, spec: ModelSpec, group: groups_lib.Group,
                  lambda p, x: om.apply(p["net"], x, eval_key))
 
   if name in CONVNETS or name == "p4":
-    net = (encoders.GroupCNN("rotations", spec.cnn_channels, num_classes=spec.num_classes)
+    net = (encoders.GroupCNN("rotations", spec.cnn_channels, num_classes=spec.num_classes,
+                             dtype=dtype)
            if name == "p4" else encoders.ConvNet(spec.cnn_channels, num_classes=spec.num_classes,
-                                                 **CONVNETS[name]))
+                                                 dtype=dtype, **CONVNETS[name]))
     return Model(name, net, plain_init(net),
                  lambda p, batch, key: net.apply(p["net"], batch["images"]), plain(net))
 

@@ -39,7 +39,9 @@ def test_bad_flags_fail_in_one_line(tmp_path):
   out = f"--out={tmp_path / 'bench.json'}"
   procs = {flag: cli.popen("bench", *args) for flag, args in {
       "out": ["--suite=orbit"], "suite": ["--suite=everything", out],
-      "repeats": ["--suite=orbit", out, "--repeats=2"]}.items()}
+      "repeats": ["--suite=orbit", out, "--repeats=2"],
+      "loss_batches": ["--suite=contrastive", out, "--loss_batches=8192,lots"],
+      "conv_impl": ["--suite=conv", out, "--conv_impl=fft"]}.items()}
   for flag, proc in procs.items():
     _, err = proc.communicate(timeout=120)
     lines = err.strip().splitlines()

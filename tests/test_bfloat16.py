@@ -92,3 +92,22 @@ def test_contrastive_losses_on_bfloat16_embeddings_match_float32(loss):
   assert abs(float(low) - rounded) <= BF16_VS_F32 * abs(rounded)
   shuffled = float(fn(img, jnp.roll(txt, 1, axis=0)))
   assert abs(shuffled - exact) > BF16_VS_F32 * abs(exact)                    # the control
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_gap", "p4"])
+def test_study_models_train_in_bfloat16_with_float32_state(name):
+  """``--dtype=bfloat16`` of the orbit study (``ModelSpec.dtype``): float32 parameters and
+  gradients, a finite loss within BF16_VS_F32 of the float32 model's."""
+  from invariance import models
+  spec = models.ModelSpec(mlp_hidden=(16,), cnn_channels=(4,), canvas=HW, num_classes=3)
+  batch = {"images": X, "labels": jnp.arange(4) % 3, "elements": jnp.zeros(4, jnp.int32)}
+  loss = {}
+  for dtype in ("float32", "bfloat16"):
+    model = models.make(name, models.ModelSpec(**{**spec.__dict__, "dtype": dtype}), T)
+    params = model.init(jax.random.key(1), X[:1])
+    (loss[dtype], _), grads = jax.jit(jax.value_and_grad(
+        lambda p, m=model: m.loss(p, batch, jax.random.key(2)), has_aux=True))(params)
+    chex.assert_trees_all_equal_dtypes(grads, params)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  assert abs(float(loss["bfloat16"]) - float(loss["float32"])) <= BF16_VS_F32 * float(
+      loss["float32"])

@@ -63,34 +63,41 @@ def _conv_flops(batch, hw, channels, k=3, cin=1):
   return flops
 
 
-def _cnn_step(model, batch=128, hw=24, repeats=5) -> dict:
+def cnn_train_step(model, batch=128, hw=24):
+  """A jitted Adam step of ``model`` on random 24 x 24 images, its (params, opt_state), and the
+  jitted gradient of its loss (params -> grads)."""
   kx, ky = jax.random.split(jax.random.key(2))
   x = jax.random.uniform(kx, (batch, hw, hw, 1))
   y = jax.random.randint(ky, (batch,), 0, 10)
   params = jax.jit(model.init)(jax.random.key(3), x[:1])
   opt = optax.adam(1e-3)
 
+  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+
   @jax.jit
   def step(params, state):
-    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
-    grads = jax.grad(loss)(params)
-    updates, state = opt.update(grads, state)
+    updates, state = opt.update(jax.grad(loss)(params), state)
     return optax.apply_updates(params, updates), state
 
-  t = timing.median_seconds(step, params, opt.init(params), repeats=repeats)
+  return step, (params, opt.init(params)), jax.jit(jax.grad(loss))
+
+
+def _cnn_step(model, batch=128, hw=24, repeats=5) -> dict:
+  step, args, _ = cnn_train_step(model, batch, hw)
+  t = timing.median_seconds(step, *args, repeats=repeats)
   flops = _conv_flops(batch, hw, model.channels)
   return {"batch": batch, "flops": flops, **t, "flop_per_s": flops / t["median_s"]}
 
 
-def run(repeats: int = 5) -> dict:
+def run(repeats: int = 5, conv_impl: str = "auto") -> dict:
   peak = timing.matmul_peak()
   path = _orbit_path(repeats=repeats)
   path["fraction_of_bound"] = (path["bound_flops"] / peak["flop_per_s"]) / path["fast"]["median_s"]
-  circ = _cnn_step(encoders.CircularCNN((32, 32, 32)), repeats=repeats)
-  zero = _cnn_step(encoders.FlatCNN((32, 32, 32)), repeats=repeats)
+  circ = _cnn_step(encoders.CircularCNN((32, 32, 32), conv_impl=conv_impl), repeats=repeats)
+  zero = _cnn_step(encoders.FlatCNN((32, 32, 32), conv_impl=conv_impl), repeats=repeats)
   cnn_fraction = circ["flop_per_s"] / peak["flop_per_s"]
   return {"suite": "orbit", "device": str(jax.devices()[0].device_kind),
-          "matmul_peak": peak, "orbit_path": path,
+          "conv_path": encoders.conv_path(conv_impl), "matmul_peak": peak, "orbit_path": path,
           "speedup": path["speedup"], "fraction_of_bound": path["fraction_of_bound"],
           "cnn_circular": circ, "cnn_zero_padding": zero,
           "cnn_fraction_of_peak": cnn_fraction,
@@ -112,7 +119,8 @@ def format_table(r: dict) -> str:
       f"fast {ms(p['fast'])}, speedup {r['speedup']:.2f}x, fraction_of_bound "
       f"{r['fraction_of_bound']:.2f} ({verdict(goals['fraction_of_bound'])}), "
       f"max |grad diff| {p['max_grad_abs_diff']:.2e}",
-      f"circular ConvNet train step: {ms(r['cnn_circular'])}, fraction of peak "
+      f"circular ConvNet train step ({r.get('conv_path', 'im2col')} convolutions): "
+      f"{ms(r['cnn_circular'])}, fraction of peak "
       f"{r['cnn_fraction_of_peak']:.2f} ({verdict(goals['cnn_fraction_of_peak'])}; zero-padding "
       f"control {r['cnn_zero_padding_fraction_of_peak']:.2f})",
   ])
