@@ -85,9 +85,7 @@ def open_split(name: str, split: str, spec: BoxCaptionSpec = BoxCaptionSpec(),
     raise ValueError(f"dataset={name!r} is invalid; allowed: a TFDS dataset name, e.g. {EXAMPLE}")
   builder = _builder(name, data_dir)
   features = builder.info.features
-
-  def step(node):
-    return node.feature if isinstance(node, tfds.features.Sequence) else node
+  step = sources.sequence_item
 
   def missing(what):
     return lambda key, part, keys: ValueError(

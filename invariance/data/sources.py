@@ -169,6 +169,13 @@ def public_builder(name: str, data_dir, flag: str = "name", allowed: str = ""):
     raise not_prepared_error(name, data_dir) from None
 
 
+def sequence_item(feature):
+  """The feature of one item of a ``tfds.features.Sequence`` (any other feature unchanged): the
+  ``step`` of ``feature_path`` through a features dict."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  return feature.feature if isinstance(feature, tfds.features.Sequence) else feature
+
+
 def feature_path(tree, key: str, step: Callable, on_missing: Callable[[str, str, list], Exception]):
   """``tree[...]`` along a '/'-separated ``key`` of a record or a features dict (a part may itself
   hold a '/', e.g. ``image/id``); ``step(node)`` steps into a sequence; ``on_missing(key, missing
@@ -234,14 +241,10 @@ def load_boxes(name: str, *, split: str, data_dir=None, limit: Optional[int] = N
   example. Frames are resized to ``frame_size`` squares (aspect ratio not kept; boxes are
   fractions, so they stay exact)."""
   import jax  # pylint: disable=import-outside-toplevel
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   frame_size = _check_int("frame_size", frame_size, 8)
   builder = public_builder(name, data_dir, "dataset", "a TFDS detection dataset, e.g. voc/2007")
   features = builder.info.features
-
-  def step(node):
-    return node.feature if isinstance(node, tfds.features.Sequence) else node
-
+  step = sequence_item
   def missing(arg):
     return lambda key, part, keys: ValueError(
         f"{arg}={key!r} is not a feature of {name!r} (no {part!r} among: {', '.join(keys)}); "

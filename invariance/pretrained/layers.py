@@ -76,14 +76,10 @@ class Block(nn.Module):
     return x_NTW + Mlp(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
 
 
-class Encoder(nn.Module):
-  """``layers`` blocks; returns the final tokens and every block's output (``[L, N, T, W]``)."""
-  layers: int
-  heads: int
-  mlp_dim: int
-  act: str
-  eps: float
-  dtype: Any = None
+class Encoder(Block):
+  """``layers`` blocks of the block's settings; returns the final tokens and every block's output
+  (``[L, N, T, W]``)."""
+  layers: int = 1
 
   @nn.compact
   def __call__(self, x_NTW, mask_TT=None):

@@ -48,8 +48,8 @@ class VisionTower(nn.Module):
     x_NTW = x_NTW + pos_TW.astype(x_NTW.dtype)
     if clip:
       x_NTW = layers.layer_norm(cfg.ln_eps, self.dtype, "ln_pre")(x_NTW)
-    x_NTW, outs = layers.Encoder(vis.layers, vis.heads, vis.mlp_dim, cfg.activation, cfg.ln_eps,
-                                 self.dtype, name="encoder")(x_NTW)
+    x_NTW, outs = layers.Encoder(vis.heads, vis.mlp_dim, cfg.activation, cfg.ln_eps, self.dtype,
+                                 layers=vis.layers, name="encoder")(x_NTW)
     x_NTW = layers.layer_norm(cfg.ln_eps, self.dtype, "ln_post")(x_NTW)
     if clip:
       pooled_NW = x_NTW[:, 0]
@@ -86,8 +86,8 @@ class TextTower(nn.Module):
     pos_TW = self.param("pos_embed", nn.initializers.normal(0.01), (txt.context_length, txt.width))
     x_NTW = x_NTW + pos_TW[:t].astype(x_NTW.dtype)
     mask_TT = jnp.tril(jnp.ones((t, t), bool)) if clip else None
-    x_NTW, outs = layers.Encoder(txt.layers, txt.heads, txt.mlp_dim, cfg.activation, cfg.ln_eps,
-                                 self.dtype, name="encoder")(x_NTW, mask_TT)
+    x_NTW, outs = layers.Encoder(txt.heads, txt.mlp_dim, cfg.activation, cfg.ln_eps, self.dtype,
+                                 layers=txt.layers, name="encoder")(x_NTW, mask_TT)
     x_NTW = layers.layer_norm(cfg.ln_eps, self.dtype, "ln_final")(x_NTW)
     # CLIP pools at the end-of-text token, the largest id of each row; SigLIP at the last position.
     index_N = jnp.argmax(tokens_NT, axis=-1) if clip else jnp.full(tokens_NT.shape[:1], t - 1)
