@@ -6,8 +6,12 @@ import os
 
 # XLA:CPU's LLVM optimisation off (level 0): the suite is dominated by compiling many small
 # programs, which level 0 does in ~60% of the time; no test measures speed, and every tolerance
-# holds (the study subprocesses in tests/cli.py run the same way).
-for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0"):
+# holds (the study subprocesses in tests/cli.py run the same way). INVARIANCE_XLA_DEFAULT_OPT=1
+# keeps XLA's default level instead, the one users run: CI runs the library unit tests once so.
+_FLAGS = ["--xla_force_host_platform_device_count=8"]
+if os.environ.get("INVARIANCE_XLA_DEFAULT_OPT", "0") != "1":
+  _FLAGS.append("--xla_backend_optimization_level=0")
+for _flag in _FLAGS:
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
