@@ -3,13 +3,13 @@ absl flags of ``python -m experiments.recover`` are generated from it."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from experiments import cli
 from experiments import config
 from experiments import workdir as workdir_lib
 from invariance import dashcam
 from invariance import dual_encoder as de
+from invariance import storage
 from invariance.data import captions as captions_lib
 
 # Methods on the n axis: frozen probes of the p = 0 tower, and four ways to train it on n labels.
@@ -102,7 +102,7 @@ class RecoverConfig(config.StudyConfig):
 
   def pretrained_dir(self, seed: int, p: float = 0.0) -> str:
     """Where the ``--pretrained_workdir``'s p run of ``seed`` keeps its checkpoints."""
-    return os.path.join(self.pretrained_workdir, "checkpoints", self.run_key(p), str(seed))
+    return storage.join(self.pretrained_workdir, "checkpoints", self.run_key(p), str(seed))
 
   def validate(self):
     if self.pretrain_warmup_steps >= self.pretrain_steps:
@@ -134,19 +134,19 @@ def pretrained_steps(cfg: RecoverConfig) -> int:
   flag, path = "pretrained_workdir", cfg.pretrained_workdir
   if not path:
     return cfg.pretrain_steps
-  stored = os.path.join(path, "flags.json")
-  made_with = workdir_lib.read_json(stored, flag) if os.path.isfile(stored) else None
+  stored = storage.join(path, "flags.json")
+  made_with = workdir_lib.read_json(stored, flag) if storage.isfile(stored) else None
   steps = made_with.get("steps") if isinstance(made_with, dict) else None
   if isinstance(steps, list) and steps and all(isinstance(s, int) and not isinstance(s, bool)
                                                for s in steps):
     steps = max(steps)
   if not isinstance(steps, int) or isinstance(steps, bool):
-    config.fail(flag, path, ("no such directory" if not os.path.isdir(path) else
+    config.fail(flag, path, ("no such directory" if not storage.isdir(path) else
                              "has no contrastive-study flags.json (with steps)")
                 + "; allowed: a contrastive-study workdir, or '' to pretrain here")
   for p in (0.0, 1.0) if cfg.uses_p1 else (0.0,):
     for seed in cfg.seeds:
-      if not os.path.isdir(os.path.join(cfg.pretrained_dir(seed, p), str(steps))):
+      if not storage.isdir(storage.join(cfg.pretrained_dir(seed, p), str(steps))):
         config.fail(flag, path, f"has no step-{steps} checkpoint in {cfg.pretrained_dir(seed, p)}; "
                     f"allowed: a workdir whose p = {p:g} run of --loss, --embed_dim finished for "
                     "every --seeds" + (" (p = 1: for --references / --recaption_starts p1)"

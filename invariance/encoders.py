@@ -352,12 +352,16 @@ def conv_path(requested: str = "auto", backend: Optional[str] = None) -> str:
 
 def _native_conv(x_NHWC, kernel_KKIO, bias_O, wrap: bool, relu: bool):
   """The same function as ``_patch_conv`` through ``lax.conv_general_dilated``: wrap-around
-  padding made explicit (then VALID), or zero "SAME" padding."""
+  padding made explicit (then VALID), or zero "SAME" padding. The bias is added in its own
+  (float32) precision, so that its gradient, a sum over every position of the batch, is not
+  accumulated in bfloat16 (measured: 50-90% off for a 128 x 24 x 24 batch); the output has the
+  input's dtype."""
   k = kernel_KKIO.shape[0]
   x = circular_pad(x_NHWC, k // 2) if wrap else x_NHWC
   y = jax.lax.conv_general_dilated(x, kernel_KKIO, (1, 1), "VALID" if wrap else "SAME",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias_O
-  return jnp.maximum(y, 0) if relu else y
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = y.astype(bias_O.dtype) + bias_O
+  return (jnp.maximum(y, 0) if relu else y).astype(x_NHWC.dtype)
 
 
 class PatchConv(nn.Module):
@@ -381,11 +385,11 @@ class PatchConv(nn.Module):
                         (k, k, x_NHWC.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     dt = self.dtype or x_NHWC.dtype
-    x_NHWC, kernel, bias = x_NHWC.astype(dt), kernel.astype(dt), bias.astype(dt)
+    x_NHWC, kernel = x_NHWC.astype(dt), kernel.astype(dt)
     if conv_path(self.impl) == "native":
       return _native_conv(x_NHWC, kernel, bias, self.circular, self.relu)
-    return _patch_conv(x_NHWC, kernel, bias, _batch_chunks(x_NHWC.shape[0]), self.circular,
-                       self.relu)
+    return _patch_conv(x_NHWC, kernel, bias.astype(dt), _batch_chunks(x_NHWC.shape[0]),
+                       self.circular, self.relu)
 
 
 DOWNSAMPLING = ("none", "stride", "aps")
@@ -526,7 +530,8 @@ class GroupConv(nn.Module):
     dt = self.dtype or x_in.dtype
     y = jax.lax.conv_general_dilated(x_in.astype(dt), bank.astype(dt), (1, 1), "SAME",
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y.reshape(n, h, w, order, self.features) + bias.astype(dt)
+    # bias added in float32: its gradient sums over every position (see ``_native_conv``)
+    return (y.reshape(n, h, w, order, self.features).astype(bias.dtype) + bias).astype(dt)
 
 
 class GroupCNN(nn.Module):

@@ -68,11 +68,27 @@ def test_bfloat16_computation_is_close_to_float32_and_a_changed_model_is_not():
   assert _relative(f32.apply(changed, X), reference) > BF16_VS_F32          # the control
 
 
-def test_bfloat16_gradients_are_float32_for_float32_params():
-  bf16 = encoders.CircularCNN((6, 6), num_classes=3, dtype=BF16)
-  params = bf16.init(jax.random.key(1), X)
-  grads = jax.grad(lambda p: bf16.apply(p, X).sum())(params)
+def _max_relative_leaf_error(a, b) -> float:
+  return max(float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y)))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("impl", ["im2col", "native"])
+def test_bfloat16_gradients_are_float32_and_close_to_float32_ones(impl):
+  """Every parameter's gradient (the biases' too: sums over every position, which must not be
+  accumulated in bfloat16) within BF16_VS_F32 of the float32 gradient, per leaf relative to its
+  largest entry; the float32 gradient at 10% larger parameters is the control."""
+  x = jax.random.normal(jax.random.key(4), (32, 24, 24, 1))
+  f32, bf16 = (encoders.CircularCNN((8, 8), num_classes=3, conv_impl=impl, dtype=d)
+               for d in (None, BF16))
+  params = f32.init(jax.random.key(1), x)
+  loss = lambda m: lambda p: jnp.sum(jnp.sin(m.apply(p, x)))
+  reference = jax.grad(loss(f32))(params)
+  grads = jax.grad(loss(bf16))(params)
   chex.assert_trees_all_equal_dtypes(grads, params)
+  assert _max_relative_leaf_error(grads, reference) <= BF16_VS_F32
+  changed = jax.grad(loss(f32))(jax.tree.map(lambda p: p * 1.1, params))
+  assert _max_relative_leaf_error(changed, reference) > BF16_VS_F32
 
 
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
