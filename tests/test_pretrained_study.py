@@ -48,8 +48,8 @@ def test_smoke_run_writes_every_part(smoke):
       "rot270"}
   assert len(results["placement"][0]["accuracy"]) == 4
   assert [(r["tower"], r["method"]) for r in results["recovery"]] == [
-      ("clip_gelu_random", "lpft"), ("clip_gelu_random", "lastblock"),
-      ("clip_gelu_clip_gelu", "lpft"), ("clip_gelu_clip_gelu", "lastblock")]
+      ("clip_gelu_random", "lastblock"), ("clip_gelu_clip_gelu", "lastblock")]
+  assert all(len(r["test_acc"]) == 2 for r in results["recovery"])
   for name in ("results.md", "layers.png", "label_curves.png"):
     assert os.path.isfile(os.path.join(workdir, name))
   assert out.strip().endswith("results.md")
@@ -137,7 +137,8 @@ def test_whole_study_on_a_mocked_detection_dataset(tmp_path):
       tokenizer=f"{FIXTURES}bpe_vocab_head.txt.gz", dataset="voc/2007", box_key="objects/bbox",
       label_key="objects/label", train_split="train", test_split="validation", frame_size=48,
       num_train=16, num_test=8, seeds=(0,), label_sizes=(16,), contexts=(0.0, 1.0), greyscale=False,
-      audit_examples=4, placement_grid=2, workdir=str(tmp_path / "w"))
+      audit_examples=4, placement_grid=2, recovery=("lpft",), recovery_steps=1,
+      recovery_batch_size=8, workdir=str(tmp_path / "w"))
   with tfds.testing.mock_data(num_examples=8):
     pretrained.main(cfg)
   with open(tmp_path / "w" / "results.json") as f:
@@ -145,3 +146,19 @@ def test_whole_study_on_a_mocked_detection_dataset(tmp_path):
   assert len(results["class_names"]) == 20 and results["views"] == ["frame", "tight"]
   row = next(r for r in results["towers"] if r["tower"] == "clip_gelu_clip_gelu" and r["view"] == "tight")
   assert 0 <= row["zero_shot"] <= 1 and "block1_box" in row["curves"]
+  lpft = [r for r in results["recovery"] if r["method"] == "lpft"]
+  assert len(lpft) == 2 and all(0 <= a <= 1 for r in lpft for a in r["test_acc"])
+
+
+def test_tuning_methods_train_what_they_say():
+  import jax
+  from experiments import pretrained_tuning
+  params = {"params": {"visual": {"encoder": {"block_0": {"w": 0}, "block_1": {"w": 0}},
+                                  "ln_post": {"scale": 0}, "patch_embed": {"kernel": 0}},
+                       "head": {"kernel": 0}}}
+  labels = jax.tree_util.tree_leaves_with_path(pretrained_tuning.trainable("lastblock", params, 2))
+  trained = {jax.tree_util.keystr(p) for p, v in labels if v == "train"}
+  assert trained == {"['params']['visual']['encoder']['block_1']['w']",
+                     "['params']['visual']['ln_post']['scale']", "['params']['head']['kernel']"}
+  everything = pretrained_tuning.trainable("finetune", params, 2)
+  assert set(jax.tree.leaves(everything)) == {"train"}
