@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments import cli
 from experiments import config
 from invariance import models
 from invariance.data import curation
 
 param = config.param
+# Step counts, evaluation cadences and patience live in int32 step counters (optax, orbax, the
+# early-stopping state); Adam moves every weight by about the learning rate per step, so a rate
+# above 1 cannot train.
+STEPS_MAX = 2**31 - 1
+RATE_MAX = 1.0
+SEED_MAX = 2**32 - 1      # numpy and scikit-learn seeds (the digits' split)
+# The study's evaluation batch (accuracies, the audit, the maps: experiments/orbit.py).
+EVAL_BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,11 +36,12 @@ class OrbitConfig(config.StudyConfig):
   support: str = param("bottom", "Training placement support.",
                        choices=tuple(curation.COMPLEMENT))
   placements_per_image: int = param(8, "Placed copies of each training digit.", low=1)
-  steps: int = param(1500, "Training steps per model (see --model_steps).", low=1)
+  steps: int = param(1500, "Training steps per model (see --model_steps).", low=1,
+                     high=STEPS_MAX)
   model_steps: tuple[str, ...] = param((), "Per-model overrides, e.g. orbit_full:400,cnn_gap:600.",
                                        allow_empty=True)
   batch_size: int = param(128, "Global batch size.", low=1)
-  learning_rate: float = param(3e-3, "Adam learning rate.", above=0)
+  learning_rate: float = param(3e-3, "Adam learning rate.", above=0, high=RATE_MAX)
   dtype: str = param("float32", "Computation dtype of the models (parameters and optimizer "
                      "state stay float32); bfloat16 is what TPUs and recent GPUs train in.",
                      choices=("float32", "bfloat16"))
@@ -43,11 +53,14 @@ class OrbitConfig(config.StudyConfig):
   aug_width_regs: tuple[float, ...] = param((0.05,), "learned_aug: weights of the reward for a "
                                             "wide range; one run per weight.", low=0.0)
   aug_eval_samples: int = param(8, "learned_aug: predictions averaged at evaluation.", low=1)
-  warmup_steps: int = param(50, "Linear learning-rate warmup, then cosine decay to the cap.", low=0)
-  eval_every: int = param(100, "Steps between validation evaluations (convergence rule).", low=1)
-  patience: int = param(3, "Stop after this many evaluations without improvement.", low=1)
+  warmup_steps: int = param(50, "Linear learning-rate warmup, then cosine decay to the cap.", low=0,
+                            high=STEPS_MAX)
+  eval_every: int = param(100, "Steps between validation evaluations (convergence rule).", low=1,
+                          high=STEPS_MAX)
+  patience: int = param(3, "Stop after this many evaluations without improvement.", low=1,
+                        high=STEPS_MAX)
   min_delta: float = param(0.005, "Validation-accuracy improvement that counts (0.005 = 0.5 "
-                           "points).", low=0.0)
+                           "points).", low=0.0, high=1.0)
   val_fraction: float = param(0.1, "Share of the training digits held out for validation.",
                               above=0.0, high=0.5)
   eval_elements: int = param(64, "Random group elements (plus identity) for the invariance "
@@ -57,13 +70,14 @@ class OrbitConfig(config.StudyConfig):
                             "(0 = no maps).", low=0)
   jensen_batches: int = param(4, "Test batches (of 32) for the Jensen gap.", low=0)
   data_seed: int = param(-1, "Seed of the digit split and placements; -1 = each run's seed.",
-                         low=-1)
+                         low=-1, high=SEED_MAX)
 
   @property
   def order(self) -> int:
     return self.canvas ** 2 if self.group == "translations" else 4
 
   def validate(self):
+    self.check_sizes()
     if self.channels == 2:
       config.fail("channels", self.channels, "allowed: 1 (grey) or 3 (colour)")
     if self.group == "translations" and self.canvas < self.object_size:
@@ -85,13 +99,43 @@ class OrbitConfig(config.StudyConfig):
     if not self.eval_elements <= self.order:
       config.fail("eval_elements", self.eval_elements, f"allowed: 0 (all) .. {self.order}")
 
+  def check_sizes(self, limit_bytes: float | None = None) -> None:
+    """Refuse sizes whose float32 tensors cannot fit in memory, one flag at a time, each with a
+    lower estimate of what that flag alone makes the study hold (so the line names the culprit)."""
+    side = self.canvas if self.group == "translations" else self.object_size
+    flag = "canvas" if self.group == "translations" else "object_size"
+    image = 4 * side * side * self.channels                        # one example, float32
+    # Exact integers (a flag may have hundreds of digits), clipped where a float would overflow.
+    check = lambda name, value, nbytes: cli.check_memory(name, value, float(min(nbytes, 10**300)),
+                                                         limit_bytes)
+    check("object_size", self.object_size, 4 * self.object_size ** 2 * self.channels)
+    # The audit, the orbit models and the maps move one example through every group element.
+    check(flag, side, image * self.order)
+    # Every training image is placed this many times (one image: a lower bound of the set).
+    check("placements_per_image", self.placements_per_image, image * self.placements_per_image)
+    # (--orbit_samples beyond the group's order is refused on its own, in validate.)
+    samples = min(self.orbit_samples, self.order) if "orbit_sampled" in self.models else 1
+    check("batch_size", self.batch_size, image * self.batch_size * samples)
+    check("aug_eval_samples", self.aug_eval_samples, image * EVAL_BATCH * self.aug_eval_samples)
+    # Parameters with their gradients and Adam's two moments (x4), plus one batch's activations.
+    widths = (side * side * self.channels, *self.mlp_hidden, 10)
+    mlp = sum(a * b for a, b in zip(widths, widths[1:]))
+    check("mlp_hidden", ",".join(map(str, self.mlp_hidden)),
+          16 * mlp + 4 * self.batch_size * sum(self.mlp_hidden))
+    copies = 4 if "p4" in self.models else 1                     # p4: one map per rotation
+    chans = (self.channels, *self.cnn_channels)
+    conv = sum(9 * a * b * copies for a, b in zip(chans, chans[1:]))
+    check("cnn_channels", ",".join(map(str, self.cnn_channels)),
+          16 * conv + 4 * self.batch_size * side * side * copies * sum(self.cnn_channels))
+
   def steps_of(self, model: str) -> int:
     steps = self.steps
     for item in self.model_steps:
       name, _, value = item.partition(":")
-      if name not in self.models or not value.isdigit() or int(value) < 1:
-        config.fail("model_steps", item,
-                    f"allowed: MODEL:STEPS with MODEL in {', '.join(self.models)}")
+      if (name not in self.models or not value.isdigit()
+          or not 1 <= int(value) <= STEPS_MAX):
+        config.fail("model_steps", item, f"allowed: MODEL:STEPS with MODEL in "
+                    f"{', '.join(self.models)} and 1 <= STEPS <= {STEPS_MAX}")
       steps = int(value) if name == model else steps
     return steps
 

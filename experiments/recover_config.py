@@ -26,6 +26,12 @@ VALIDATION = dashcam.VALIDATION   # the recovery study's validation stream
 
 
 param = config.param
+# Step counts, cadences and patience live in int32 step counters (optax, orbax, the early-stopping
+# state); Adam moves every weight by about the learning rate per step, so a rate above 1 cannot
+# train (and a far larger one only ends in NaN).
+STEPS_MAX = 2**31 - 1
+RATE_MAX = 1.0
+SCENE_BYTES = 4 * dashcam.IMAGE_SIZE ** 2 * 3      # one scene held in memory, float32 RGB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +54,12 @@ class RecoverConfig(config.StudyConfig):
   num_train: int = param(20000, "Captioned training scenes (pretraining and re-captioning).",
                          low=1)
   contrastive_batch_size: int = param(128, "Batch size of pretraining and re-captioning.", low=1)
-  pretrain_steps: int = param(400, "Pretraining steps (ignored with --pretrained_workdir).", low=1)
-  pretrain_learning_rate: float = param(1e-3, "Pretraining peak Adam learning rate.", above=0)
-  pretrain_warmup_steps: int = param(50, "Pretraining warmup steps (then cosine decay).", low=0)
+  pretrain_steps: int = param(400, "Pretraining steps (ignored with --pretrained_workdir).", low=1,
+                              high=STEPS_MAX)
+  pretrain_learning_rate: float = param(1e-3, "Pretraining peak Adam learning rate.", above=0,
+                                        high=RATE_MAX)
+  pretrain_warmup_steps: int = param(50, "Pretraining warmup steps (then cosine decay).", low=0,
+                                     high=STEPS_MAX)
   recaption_starts: tuple[str, ...] = param(
       STARTS, "Matched-step re-captioning: towers it starts from (empty: none).", choices=STARTS,
       allow_empty=True)
@@ -60,24 +69,26 @@ class RecoverConfig(config.StudyConfig):
   recaption_steps: tuple[int, ...] = param(
       (50, 100, 200, 400, 800), "Re-captioning: contrastive steps at which the light is probed "
       "(checkpoints of one run per start, whose learning rate is constant after warmup).", low=1,
-      sort=True)
+      high=STEPS_MAX, sort=True)
   recaption_learning_rate: float = param(1e-3, "Re-captioning: Adam learning rate (constant after "
-                                         "warmup).", above=0)
-  recaption_warmup_steps: int = param(25, "Re-captioning: linear warmup steps.", low=0)
+                                         "warmup).", above=0, high=RATE_MAX)
+  recaption_warmup_steps: int = param(25, "Re-captioning: linear warmup steps.", low=0,
+                                      high=STEPS_MAX)
   learning_rates: tuple[float, ...] = param(
       (3e-4, 1e-3, 3e-3), "finetune, lpft, lastblock, scratch: Adam learning rates tried (cosine "
       "decay over --tune_steps); the one with the best validation accuracy is kept.", above=0,
-      sort=True)
+      high=RATE_MAX, sort=True)
   tune_steps: int = param(800, "finetune, lpft, lastblock, scratch: step cap (a run still "
-                          "improving at it is reported as under-trained).", low=1)
+                          "improving at it is reported as under-trained).", low=1,
+                          high=STEPS_MAX)
   tune_batch_size: int = param(32, "finetune, lpft, lastblock, scratch: batch size (n < batch "
                                "repeats the n scenes within a batch).", low=1)
   early_stopping_every: int = param(25, "Steps between validation evaluations of a tuned run.",
-                                    low=1)
+                                    low=1, high=STEPS_MAX)
   early_stopping_patience: int = param(8, "A tuned run stops after this many evaluations without "
                                        "a validation gain of more than 0.005 (cover the loss "
                                        "plateau before the light is picked up: about 100-200 "
-                                       "steps here).", low=1)
+                                       "steps here).", low=1, high=STEPS_MAX)
   num_val: int = param(500, "Fixed validation scenes (their own stream) on which learning rates "
                        "and early-stopping points are chosen.", low=8)
   num_test: int = param(1000, "Held-out scenes every accuracy is measured on.", low=8)
@@ -104,7 +115,18 @@ class RecoverConfig(config.StudyConfig):
     """Where the ``--pretrained_workdir``'s p run of ``seed`` keeps its checkpoints."""
     return storage.join(self.pretrained_workdir, "checkpoints", self.run_key(p), str(seed))
 
+  def check_sizes(self, limit_bytes: float | None = None) -> None:
+    """Refuse counts of scenes the study cannot hold in memory (float32 images), one flag at a
+    time, before any scene is generated (the line names the flag, with the estimate)."""
+    for flag, count in (("num_train", self.num_train), ("n_labels", max(self.n_labels)),
+                        ("num_val", self.num_val), ("num_test", self.num_test),
+                        ("contrastive_batch_size", self.contrastive_batch_size),
+                        ("tune_batch_size", self.tune_batch_size)):
+      # Exact integers (a flag may have hundreds of digits), clipped where a float would overflow.
+      cli.check_memory(flag, count, float(min(SCENE_BYTES * count, 10**300)), limit_bytes)
+
   def validate(self):
+    self.check_sizes()
     if self.pretrain_warmup_steps >= self.pretrain_steps:
       config.fail("pretrain_warmup_steps", self.pretrain_warmup_steps,
                   f"allowed: < --pretrain_steps={self.pretrain_steps}")

@@ -118,7 +118,8 @@ def _parse(*argv):
 
 @pytest.mark.parametrize("arg, needle", [
     ("--learning_rates=1e-3,0", "--learning_rates=1e-3,0: allowed: comma-separated numbers > 0"),
-    ("--learning_rates=", "--learning_rates=: allowed: comma-separated numbers > 0, at least one"),
+    ("--learning_rates=", "--learning_rates=: allowed: comma-separated numbers > 0 and <= 1.0, at "
+     "least one"),
     ("--recaption_steps=50,0", "--recaption_steps=50,0: allowed: comma-separated integers >= 1"),
     ("--recaption_steps=50,50", "distinct"),
     ("--references=p2", "--references=p2: unknown 'p2'; allowed: one or more of p1, init"),
