@@ -64,7 +64,9 @@ GPU_COMMANDS = (
     "python3 -m experiments.benchmarks.torch_clip_loss --batches=8192,65536 "
     "--out=runs/bench_loss_torch.json",
     "python3 -m experiments.contrastive --flagfile=experiments/configs/contrastive.flags "
-    "--workdir=runs/contrastive_gpu --profile_steps=100:105",
+    "--workdir=runs/contrastive_gpu",
+    "python3 -m experiments.orbit --flagfile=experiments/configs/orbit.flags "
+    "--workdir=runs/orbit_gpu --profile_steps=100:105",
 )
 
 
