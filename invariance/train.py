@@ -315,7 +315,7 @@ class _MetricsLog:
       self.events = _Events(events_dir, resume_step)
 
   def add(self, step: int, loss, aux: dict, lr) -> None:
-    if self.path is not None:
+    if self.path is not None or self.events is not None:
       record = {"step": step, "loss": loss, **{k: v for k, v in aux.items() if np.ndim(v) == 0}}
       self.pending.append(record if lr is None else {**record, "lr": lr})
 

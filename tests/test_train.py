@@ -162,6 +162,14 @@ def test_tensorboard_events_hold_the_metrics_curves(tmp_path):
         np.testing.assert_allclose(curves["b"][tag], expected, rtol=1e-6)
 
 
+def test_tensorboard_events_without_a_metrics_file(tmp_path):
+  from tests import events
+  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  cfg = train.TrainConfig(steps=5, log_every=5, events_dir=str(tmp_path / "tb"))
+  train.fit(loss_fn, params, batch_at, _adam(0.05), cfg, jax.random.key(1))
+  assert [s for s, _ in events.scalars(str(tmp_path / "tb"))["loss"]] == [1, 2, 3, 4, 5]
+
+
 def test_profile_steps_write_a_trace_of_those_steps_only(tmp_path):
   _fit_logged(6, tmp_path, profile_steps=(2, 4), profile_dir=str(tmp_path / "profile"))
   traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
