@@ -105,3 +105,22 @@ def test_storage_on_gs_reads_what_it_wrote(emulator):
   assert open(os.path.join(mirror, "a", "m.jsonl")).read() == "one\ntwo\n"
   assert storage.download_tree(f"gs://{BUCKET}/unit", mirror) == 0           # kept, not re-read
   assert "does not exist" in storage.bucket_error("gs://no-such-bucket/x")
+
+
+def test_the_workdir_contract_holds_on_gs(emulator):
+  """Refuse other flags, compute a row once, name a damaged file: as on a local disk."""
+  from experiments import config
+  from experiments import workdir as workdir_lib
+  path = f"gs://{BUCKET}/contract"
+  w = workdir_lib.Workdir(path, "orbit", {"steps": 1})
+  workdir_lib.Workdir(path, "orbit", {"steps": 1})                    # same flags: fine
+  with pytest.raises(config.FlagError, match=r"different flags \(steps\)"):
+    workdir_lib.Workdir(path, "orbit", {"steps": 2})
+  calls = []
+  assert w.row("mlp_seed0", lambda: calls.append(1) or {"acc": 0.5}) == {"acc": 0.5}
+  assert w.row("mlp_seed0", lambda: calls.append(1) or {"acc": 0.7}) == {"acc": 0.5}
+  assert calls == [1]
+  storage.write_atomic(f"{path}/rows/mlp_seed0.json", "{not json")
+  with pytest.raises(config.FlagError, match=r"mlp_seed0\.json is not valid JSON"):
+    w.row("mlp_seed0", lambda: {"acc": 0.7})
+  assert storage.read_text(f"{path}/rows/mlp_seed0.json") == "{not json"   # nothing overwritten
