@@ -24,6 +24,7 @@ continuation, traced at ``--probe_steps``). Results: ``--workdir``/results.json,
 """
 from __future__ import annotations
 
+import os
 import time
 
 from absl import logging
@@ -156,6 +157,13 @@ def zero_shot(model: de.Jitted, tokenizer, params, data: Data, num_probe: int,
   return out
 
 
+def _checkpoint_steps(directory: str) -> list[int]:
+  """The steps of the checkpoints ``train.fit`` finished in ``directory`` (none: [])."""
+  if not os.path.isdir(directory):
+    return []
+  return [int(d) for d in os.listdir(directory) if d.isdigit()]
+
+
 class Study:
   """One model (CLIP, ``--embed_dim``), its optimizers, and the measurements of a tower."""
 
@@ -209,10 +217,20 @@ class Study:
     cfg, name = self.cfg, arm_name(arm, p)
     params, history, trace = start_params, None, {}
     optimizer = self.optimizers[(arm["weight_decay"], arm["temperature"])]
+    directory = self.workdir.checkpoint_dir(name, data.seed)
     for stop in [s for s in cfg.probe_steps if s > 0]:
-      params, history = self.fit(params, data, p, stop, name, data.seed + CONTINUE_STREAM,
-                                 optimizer, self.continue_schedule)
-      trace[str(stop)] = self.measure(params, data, mlp=stop == cfg.continue_steps)
+      key, last = f"{name}_seed{data.seed}_step{stop}", stop == cfg.continue_steps
+      if not last and self.workdir.has_row(key):           # measured before a restart
+        trace[str(stop)] = self.workdir.row(key, None)
+        continue
+      if not last and max(_checkpoint_steps(directory), default=0) > stop:
+        params = train.load_params(directory, stop, self.model.zeros())   # trained past it
+      else:
+        params, history = self.fit(params, data, p, stop, name, data.seed + CONTINUE_STREAM,
+                                   optimizer, self.continue_schedule)
+      trace[str(stop)] = self.workdir.row(
+          key, lambda: self.measure(params, data, mlp=last)) if not last else self.measure(
+              params, data, mlp=True)
     final = trace[str(cfg.continue_steps)]
     captions = data.captions(cfg.num_train, p)
     mentioned = np.array([captions_lib.mentions(c, dashcam.LIGHT) for c in captions])
