@@ -15,8 +15,8 @@ token (CLIP), mean patch token and the patch covering the object, on the pre-pro
 on the embedding; zero-shot accuracy of the prompt ensemble (``--templates`` x class names) when a
 tokenizer is given; the whole-frame view also per object-size stratum. Per tower: how well the text
 tower separates the class prompts, the invariance audit of a probe classifier on the pre-projection
-feature (translations by whole and fractional patches, cyclic and non-wrapping; 90-degree
-rotations), a placement map (the object pasted at every grid position of a grey canvas, probe
+feature, on the colour view where that probe is most accurate (translations by whole and
+fractional patches, cyclic and non-wrapping; 90-degree rotations), a placement map (the object pasted at every grid position of a grey canvas, probe
 trained at the centre) and, with ``--recovery``, post-hoc tuning (``experiments.pretrained_tuning``).
 Rows are resumable; results.json, results.md and figures come from ``pretrained_report``.
 """
@@ -155,11 +155,10 @@ class Study:
         {"pixels": small["train"]}, {"pixels": small["test"]}),
             "chance": probes.chance(self.data.test_labels)}
 
-  def audit_row(self, name: str) -> dict:
+  def audit_row(self, name: str, view: str) -> dict:
     """Translations (whole and fractional patches, cyclic and non-wrapping) and 90-degree
-    rotations of the first view, read by a ridge probe on the pre-projection feature."""
+    rotations of ``view``, read by a ridge probe on the pre-projection feature."""
     cfg, d = self.cfg, self.data
-    view = cfg.views[0][0]
     v = self.view(view)
     model, _ = self.params(name)
     pre = lambda x: self.features(name, x, np.full((len(x), 2), 0.5))["pre_projection"]  # noqa: E731
@@ -200,6 +199,15 @@ class Study:
                 test, d.frame_size, centre))).argmax(1) == labels))}
 
 
+def audit_view(tower_rows: list[dict]) -> str:
+  """The colour view whose pre-projection probe (all labels) is most accurate: where the audited
+  classifier has something to lose (the first such view on ties)."""
+  colour = [r for r in tower_rows if not r["view"].endswith("_grey")]
+  best = max(colour, key=lambda r: np.mean(r["curves"]["pre_projection"][max(
+      r["curves"]["pre_projection"], key=int)]))
+  return best["view"]
+
+
 def main(cfg: PretrainedConfig):
   workdir = workdir_lib.Workdir(cfg.workdir, "pretrained", config.identity(cfg), create=False)
   study = Study(cfg)             # data and weights read (one-line errors) before the workdir exists
@@ -218,7 +226,8 @@ def main(cfg: PretrainedConfig):
       logging.info("pretrained: %s %s: embedding probe (all labels) %.3f", name, view,
                    np.mean(row["curves"]["embedding"][max(row["curves"]["embedding"], key=int)]))
     if cfg.audit_examples:
-      rows["audit"].append(workdir.row(f"{name}__audit", lambda: study.audit_row(name)))
+      view = audit_view([r for r in rows["towers"] if r["tower"] == name])
+      rows["audit"].append(workdir.row(f"{name}__audit", lambda: study.audit_row(name, view)))
     if cfg.placement_grid and cfg.has_boxes:
       rows["placement"].append(workdir.row(f"{name}__placement", lambda: study.placement_row(name)))
     for method in cfg.recovery:

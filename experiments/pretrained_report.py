@@ -92,12 +92,13 @@ def tables(cfg, rows: dict, summaries: dict) -> str:
          for r in seps]))
   if rows["audit"]:
     names = list(rows["audit"][0]["transforms"])
-    out.append("\n## Invariance audit (probe on the pre-projection feature)\n\nFlip rate (relative "
-               "logit change, mean over examples) per transform; shifts are down and right by the "
-               "given number of patches, cyclic or with the edge repeated.\n")
+    out.append("\n## Invariance audit (probe on the pre-projection feature)\n\nOn the colour view "
+               "where that probe is most accurate. Flip rate (relative logit change, mean over "
+               "examples) per transform; shifts are down and right by the given number of patches, "
+               "cyclic or with the edge repeated.\n")
     out.append(report.markdown_table(
-        ["tower", "examples", "accuracy"] + names,
-        [[a["tower"], a["examples"], f"{a['accuracy']:.3f}"] + [
+        ["tower", "view", "examples", "accuracy"] + names,
+        [[a["tower"], a["view"], a["examples"], f"{a['accuracy']:.3f}"] + [
             f"{t['flip_rate']:.3f} ({t['error_mean']:.3f})" for t in a["transforms"].values()]
          for a in rows["audit"]]))
   if rows["placement"]:
