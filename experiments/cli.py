@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 
 from experiments import config
+from experiments import flagfiles
 from experiments.config import fail
 from invariance import storage
 
@@ -109,7 +110,7 @@ def run_main(main: Callable[[], None]) -> None:
 
 def _parse_flags(argv):
   try:
-    return FLAGS(argv)
+    return FLAGS(flagfiles.resolve(argv))
   except flags.Error as e:
     print(f"error: {str(e).splitlines()[0].replace('ERROR:: ', '')}", file=sys.stderr)
     sys.exit(2)

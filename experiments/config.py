@@ -54,7 +54,8 @@ def _default_cache() -> str:
 class StudyConfig:
   """Fields every study has: seeds and the PRNG (result-defining), then the run options."""
 
-  seeds: tuple[int, ...] = param((0, 1, 2), "Seeds; one row per run x seed.", low=0)
+  seeds: tuple[int, ...] = param((0, 1, 2), "Seeds; one row per run x seed.", low=0,
+                                 high=2**32 - 1)
   prng_impl: str = param("rbg", "jax PRNG implementation. rbg compiles in a fraction of "
                          "threefry's time on XLA:CPU (threefry's unrolled rounds cost ~5 s per "
                          "small init here).", choices=("rbg", "threefry2x32", "unsafe_rbg"))
@@ -150,7 +151,8 @@ def _check_value(name: str, raw, value, meta, kind: str):
   if meta["choices"] and value not in meta["choices"]:
     fail(name, raw, f"unknown {value!r}; allowed: {', '.join(map(str, meta['choices']))}")
   if isinstance(value, (int, float)) and not isinstance(value, bool):
-    ok = (math.isfinite(value) and (meta["low"] is None or value >= meta["low"])
+    ok = ((isinstance(value, int) or math.isfinite(value))
+          and (meta["low"] is None or value >= meta["low"])
           and (meta["high"] is None or value <= meta["high"])
           and (meta["above"] is None or value > meta["above"]))
     if not ok:

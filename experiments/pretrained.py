@@ -16,8 +16,9 @@ on the embedding; zero-shot accuracy of the prompt ensemble (``--templates`` x c
 tokenizer is given; the whole-frame view also per object-size stratum. Per tower: how well the text
 tower separates the class prompts, the invariance audit of a probe classifier on the pre-projection
 feature, on the colour view where that probe is most accurate (translations by whole and
-fractional patches, cyclic and non-wrapping; 90-degree rotations), a placement map (the object pasted at every grid position of a grey canvas, probe
-trained at the centre) and, with ``--recovery``, post-hoc tuning (``experiments.pretrained_tuning``).
+fractional patches, cyclic and non-wrapping; 90-degree rotations), a placement map (the object
+pasted at every grid position of a grey canvas, probe trained at the centre) and, with
+``--recovery``, post-hoc tuning (``experiments.pretrained_tuning``).
 Rows are resumable; results.json, results.md and figures come from ``pretrained_report``.
 """
 from __future__ import annotations

@@ -61,7 +61,7 @@ def parse_checkpoint(spec: str) -> Checkpoint:
 class PretrainedConfig(config.StudyConfig):
   seeds: tuple[int, ...] = param((0, 1, 2, 3, 4), "Label draws: each seed draws the n training "
                                  "labels of every label-curve point (intervals are over draws).",
-                                 low=0)
+                                 low=0, high=2**32 - 1)
   checkpoints: tuple[str, ...] = param(
       ("ViT-B-32=random",), "Towers to measure, each ARCH=PATH (an open_clip .safetensors for CLIP "
       "names, a big_vision .npz for SigLIP names) or ARCH=random; ARCH is a known architecture or "
