@@ -61,7 +61,7 @@ class Study:
   @functools.lru_cache(maxsize=2)
   def params(self, name: str):
     ckpt: Checkpoint = self.towers[name]
-    model = towers.TwoTower(ckpt.tower)
+    model = towers.TwoTower(ckpt.tower, dtype=None if self.cfg.dtype == "float32" else self.cfg.dtype)
     if ckpt.path is None:
       v, t = ckpt.tower.vision, ckpt.tower.text
       params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, v.image_size, v.image_size, 3)),

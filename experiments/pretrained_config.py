@@ -118,7 +118,11 @@ class PretrainedConfig(config.StudyConfig):
   recovery_learning_rate: float = param(1e-5, "Tuning Adam learning rate (constant).", above=0,
                                         high=1)
   recovery_batch_size: int = param(32, "Tuning batch size.", low=1)
-  batch_size: int = param(32, "Images per forward pass (memory only).", low=1, run_only=True)
+  dtype: str = param("float32", "The towers' computation dtype (parameters stay float32); "
+                     "bfloat16 moves embeddings by about 1% relative on the test fixtures.",
+                     choices=("float32", "bfloat16"))
+  batch_size: int = param(32, "Images per forward pass (memory only).", low=1, high=1 << 20,
+                          run_only=True)
 
   @property
   def towers(self) -> list[Checkpoint]:

@@ -14,8 +14,11 @@ used (the whole frame by default).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -32,11 +35,13 @@ from invariance.pretrained import towers
 class Classifier(nn.Module):
   config: tower_config.TowerConfig
   classes: int
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, images_NHWC):
-    feats = towers.VisionTower(self.config, name="visual")(images_NHWC)["pre_projection"]
-    return nn.Dense(self.classes, kernel_init=nn.initializers.zeros, name="head")(feats)
+    feats = towers.VisionTower(self.config, self.dtype, name="visual")(images_NHWC)["pre_projection"]
+    logits = nn.Dense(self.classes, kernel_init=nn.initializers.zeros, name="head")(feats)
+    return logits.astype(jnp.float32)
 
 
 def trainable(method: str, params, layers: int):
@@ -59,7 +64,7 @@ def row(study, workdir, name: str, method: str) -> dict:
   x_tr, x_te = (np.asarray(towers.prepare_images(view[s][0], model.config)) for s in ("train", "test"))
   y_tr, y_te = data.train_labels, data.test_labels
   classes = int(max(y_tr.max(), y_te.max())) + 1
-  clf = Classifier(model.config, classes)
+  clf = Classifier(model.config, classes, model.dtype)
   frozen_tr, frozen_te = (study.features(name, *view[s])["pre_projection"] for s in ("train", "test"))
   head = (recovery.probe_head(frozen_tr, y_tr, classes) if method == "lpft" else
           {"kernel": np.zeros((frozen_tr.shape[1], classes), np.float32),

@@ -72,7 +72,7 @@ def test_random_init_default_says_it_is_not_pretrained(tmp_path):
   cfg = pc.PretrainedConfig(checkpoints=(f"{FIXTURES}siglip_config.json=random",), frame_size=32,
                             num_train=12, num_test=8, seeds=(0,), label_sizes=(12,),
                             contexts=(1.0,), greyscale=False, audit_examples=0, placement_grid=0,
-                            workdir=str(tmp_path / "w"))
+                            dtype="bfloat16", workdir=str(tmp_path / "w"))
   from experiments import pretrained
   pretrained.main(cfg)
   with open(tmp_path / "w" / "results.json") as f:

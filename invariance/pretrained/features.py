@@ -28,9 +28,9 @@ def layer_names(config, boxes: bool) -> list[str]:
       "pre_projection", "embedding"]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _features(config, params, images_NHWC, patch_N):
-  model = towers.TwoTower(config)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _features(config, dtype, params, images_NHWC, patch_N):
+  model = towers.TwoTower(config, dtype=dtype)
   out = model.apply({"params": params}, images_NHWC, True, method=model.encode_image)
   blocks = out["blocks"]
   grid_LNGGW = blocks["patch_grid"]
@@ -38,11 +38,12 @@ def _features(config, params, images_NHWC, patch_N):
   tokens_LNPW = grid_LNGGW.reshape(layers, n, -1, grid_LNGGW.shape[-1])
   box_LNW = jnp.take_along_axis(tokens_LNPW, patch_N[None, :, None, None], axis=2)[:, :, 0]
   feats = {"pre_projection": out["pre_projection"], "embedding": out["embedding"]}
+  feats = {k: v.astype(jnp.float32) for k, v in feats.items()}
   for i in range(layers):
     if "class_token" in blocks:
-      feats[f"block{i}_cls"] = blocks["class_token"][i]
-    feats[f"block{i}_mean"] = blocks["patch_mean"][i]
-    feats[f"block{i}_box"] = box_LNW[i]
+      feats[f"block{i}_cls"] = blocks["class_token"][i].astype(jnp.float32)
+    feats[f"block{i}_mean"] = blocks["patch_mean"][i].astype(jnp.float32)
+    feats[f"block{i}_box"] = box_LNW[i].astype(jnp.float32)
   return feats
 
 
@@ -54,7 +55,7 @@ def layer_features(model: towers.TwoTower, params, images_NHWC, centres_N2=None,
   n = len(images_NHWC)
   patch = (patch_index(centres_N2, cfg.vision.grid) if centres_N2 is not None
            else np.zeros(n, np.int32))
-  feats = evaluate.batched_apply(lambda xp: _features(cfg, params, *xp),
+  feats = evaluate.batched_apply(lambda xp: _features(cfg, model.dtype, params, *xp),
                                  (np.asarray(images_NHWC, np.float32), patch), min(batch, n))
   keep = layer_names(cfg, centres_N2 is not None)
   return {k: feats[k] for k in keep}
