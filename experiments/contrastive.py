@@ -137,9 +137,8 @@ class Study:
         trace[stop] = self.workdir.row(trace_key, None)
         continue
       tcfg = train.TrainConfig(steps=stop, name=f"{name}/seed{seed}", log_every=cfg.log_every,
-                               checkpoint_dir=self.workdir.checkpoint_dir(name, seed),
                                checkpoint_every=cfg.checkpoint_every,
-                               metrics_path=self.workdir.metrics_path(name, seed))
+                               **self.workdir.train_paths(name, seed, cfg))
       params, history = dashcam.fit_dual_encoder(
           model, params, images, captions, self.tokenizer, cfg.batch_size, seed,
           self.optimizers[steps], tcfg, self.schedules[steps])

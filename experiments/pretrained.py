@@ -71,15 +71,24 @@ class Study:
     return model, params
 
   def tokenizer(self, tower):
+    """The tower's tokenizer (None: zero-shot is skipped, and the rows say so). One
+    ``--tokenizer`` serves a run: measure CLIP and SigLIP checkpoints in separate runs."""
+    path = self.cfg.tokenizer
     if tower.family == "siglip":
-      if not self.cfg.tokenizer.endswith(".model"):
+      if not path:
         return None
-      tok = tokenizer_lib.SiglipTokenizer(self.cfg.tokenizer, tower.text.context_length)
+      if not path.endswith(".model"):
+        config.fail("tokenizer", path, "allowed for SigLIP towers: a SentencePiece .model file "
+                    "(run CLIP and SigLIP checkpoints separately)")
+      tok = tokenizer_lib.SiglipTokenizer(path, tower.text.context_length)
       vocab = tok.sp.get_piece_size()
     else:
-      path = self.cfg.tokenizer or tokenizer_lib.installed_openclip_vocab()
-      if path is None or not path.endswith(".gz"):
+      path = path or tokenizer_lib.installed_openclip_vocab()
+      if path is None:
         return None
+      if not path.endswith(".gz"):
+        config.fail("tokenizer", path, "allowed for CLIP towers: the BPE merges file "
+                    "bpe_simple_vocab_16e6.txt.gz (run CLIP and SigLIP checkpoints separately)")
       tok = tokenizer_lib.ClipTokenizer(path, tower.text.context_length)
       vocab = tok.vocab_size
     if vocab > tower.text.vocab_size:
@@ -211,9 +220,9 @@ def audit_view(tower_rows: list[dict]) -> str:
 
 def main(cfg: PretrainedConfig):
   workdir = workdir_lib.Workdir(cfg.workdir, "pretrained", config.identity(cfg), create=False)
-  study = Study(cfg)             # data and weights read (one-line errors) before the workdir exists
+  study = Study(cfg)             # data, weights and tokenizers checked before the workdir exists
   for name in study.towers:
-    study.params(name)
+    study.tokenizer(study.params(name)[0].config)
   workdir.create()
   if all(c.path is None for c in study.towers.values()):
     logging.warning("pretrained: every tower is at random init: these are NOT pretrained results")

@@ -78,7 +78,9 @@ def load(cfg: PretrainedConfig) -> Labelled:
         x_tr, x_te = (np.repeat(x, 3, axis=-1) for x in (x_tr, x_te))
       parts = (x_tr, _whole_image(len(x_tr)), data.train_labels[:cfg.num_train],
                x_te, _whole_image(len(x_te)), data.test_labels[:cfg.num_test])
-      names, size = tuple(str(i) for i in range(data.num_classes)), x_tr.shape[1]
+      label = sources.public_builder(cfg.dataset, cfg.data_dir).info.features[cfg.label_key]
+      names = tuple(getattr(label, "names", None) or (str(i) for i in range(data.num_classes)))
+      size = x_tr.shape[1]
   except (KeyError, TypeError) as e:
     config.fail("dataset", cfg.dataset, f"cannot be read as labelled images ({e}); allowed: an "
                 "image classification dataset (--label_key) or detection dataset (--box_key)")

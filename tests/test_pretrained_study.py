@@ -125,6 +125,7 @@ def test_classification_dataset_through_mock_data():
   with tfds.testing.mock_data(num_examples=20):
     data = pretrained_data.load(cfg)
   assert data.train_images.shape == (20, 28, 28, 3) and data.frame_size == 28
+  assert data.class_names == tuple(str(i) for i in range(10))        # mnist's ClassLabel names
   np.testing.assert_array_equal(data.train_boxes, np.tile([[0, 0, 1, 1]], (20, 1)))
   assert cfg.views == [("frame", 0.0, False), ("frame_grey", 0.0, True)]   # no boxes: whole image
 
@@ -162,3 +163,13 @@ def test_tuning_methods_train_what_they_say():
                      "['params']['visual']['ln_post']['scale']", "['params']['head']['kernel']"}
   everything = pretrained_tuning.trainable("finetune", params, 2)
   assert set(jax.tree.leaves(everything)) == {"train"}
+
+
+def test_a_tokenizer_of_the_wrong_family_stops_before_any_work(tmp_path):
+  from experiments import config, pretrained
+  cfg = pc.PretrainedConfig(checkpoints=(f"{FIXTURES}siglip_config.json=random",),
+                            tokenizer=f"{FIXTURES}bpe_vocab_head.txt.gz", frame_size=32,
+                            num_train=12, num_test=8, workdir=str(tmp_path / "w"))
+  with pytest.raises(config.FlagError, match="allowed for SigLIP towers: a SentencePiece .model"):
+    pretrained.main(cfg)
+  assert not (tmp_path / "w").exists()
