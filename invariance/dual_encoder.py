@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import chex
 import flax.linen as nn
@@ -59,6 +59,7 @@ class ImageTower(nn.Module):
   strides: Sequence[int] = (2, 2, 1)
   hidden: int = 128
   grid: int = 8
+  dtype: Any = None           # computation dtype (None: the inputs'); parameters stay float32
 
   @nn.compact
   def __call__(self, images_NHWC) -> dict:
@@ -66,11 +67,12 @@ class ImageTower(nn.Module):
     x, feats = images_NHWC, {}
     for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
       x = nn.relu(nn.Conv(width, (3, 3), strides=(stride, stride), padding="SAME",
-                          name=f"conv{i}")(x))
+                          dtype=self.dtype, name=f"conv{i}")(x))
       feats[f"block{i + 1}_grid"] = grid_pool(x, min(self.grid, x.shape[1]))
       feats[f"block{i + 1}_pool"] = jnp.mean(x, axis=(1, 2))
     pooled_NC = feats[f"block{len(self.widths)}_pool"]
-    return {**feats, "penultimate": nn.relu(nn.Dense(self.hidden, name="dense")(pooled_NC))}
+    dense = nn.Dense(self.hidden, dtype=self.dtype, name="dense")
+    return {**feats, "penultimate": nn.relu(dense(pooled_NC))}
 
 
 def grid_pool(maps_NHWC, grid: int):
@@ -88,14 +90,15 @@ class TextTower(nn.Module):
   vocab_size: int
   width: int = 64
   hidden: int = 128
+  dtype: Any = None           # computation dtype (None: float32); parameters stay float32
 
   @nn.compact
   def __call__(self, tokens_NL):
     chex.assert_rank(tokens_NL, 2)
-    emb_NLW = nn.Embed(self.vocab_size, self.width, name="embed")(tokens_NL)
+    emb_NLW = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name="embed")(tokens_NL)
     mask_NL1 = (tokens_NL != 0)[..., None].astype(emb_NLW.dtype)
     pooled_NW = jnp.sum(emb_NLW * mask_NL1, axis=1) / jnp.maximum(jnp.sum(mask_NL1, axis=1), 1.0)
-    return nn.relu(nn.Dense(self.hidden, name="dense")(pooled_NW))
+    return nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(pooled_NW))
 
 
 class DualEncoder(nn.Module):
@@ -107,16 +110,17 @@ class DualEncoder(nn.Module):
   hidden: int = 128
   text_width: int = 64
   siglip_bias: Optional[float] = None     # None: contrastive.SIGLIP_INIT_BIAS (-10)
+  dtype: Any = None           # towers' computation dtype; embeddings and the loss in float32
 
   def setup(self):
     if self.loss not in LOSSES:
       raise ValueError(f"loss={self.loss!r} is unknown; allowed: {', '.join(LOSSES)}")
     if self.embed_dim < 1:
       raise ValueError(f"embed_dim={self.embed_dim} is invalid; allowed: an int >= 1")
-    self.image_tower = ImageTower(self.widths, self.strides, self.hidden)
-    self.image_proj = nn.Dense(self.embed_dim)
-    self.text_tower = TextTower(self.vocab_size, self.text_width, self.hidden)
-    self.text_proj = nn.Dense(self.embed_dim)
+    self.image_tower = ImageTower(self.widths, self.strides, self.hidden, dtype=self.dtype)
+    self.image_proj = nn.Dense(self.embed_dim, dtype=self.dtype)
+    self.text_tower = TextTower(self.vocab_size, self.text_width, self.hidden, dtype=self.dtype)
+    self.text_proj = nn.Dense(self.embed_dim, dtype=self.dtype)
     if self.loss == "clip":
       self.log_scale = self.param("log_scale", lambda _: contrastive.init_clip_temperature())
     else:
@@ -130,13 +134,14 @@ class DualEncoder(nn.Module):
     """``block{k}_grid`` (N, 64 widths[k-1]), ``block{k}_pool`` (N, widths[k-1]), ``penultimate``
     (N, hidden) and ``embedding`` (N, embed_dim), see ``ImageTower``."""
     feats = self.image_tower(images_NHWC)
-    return {**feats, "embedding": contrastive.l2_normalize(self.image_proj(feats["penultimate"]))}
+    emb = self.image_proj(feats["penultimate"]).astype(jnp.float32)
+    return {**feats, "embedding": contrastive.l2_normalize(emb)}
 
   def embed_image(self, images_NHWC):
     return self.image_features(images_NHWC)["embedding"]
 
   def embed_text(self, tokens_NL):
-    return contrastive.l2_normalize(self.text_proj(self.text_tower(tokens_NL)))
+    return contrastive.l2_normalize(self.text_proj(self.text_tower(tokens_NL)).astype(jnp.float32))
 
   def loss_params(self) -> tuple:
     """The loss's learnable scalars: ``(log_scale,)`` or ``(t_prime, bias)``."""

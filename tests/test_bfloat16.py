@@ -127,3 +127,23 @@ def test_study_models_train_in_bfloat16_with_float32_state(name):
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   assert abs(float(loss["bfloat16"]) - float(loss["float32"])) <= BF16_VS_F32 * float(
       loss["float32"])
+
+
+def test_dual_encoder_in_bfloat16_embeds_close_to_float32_with_float32_params():
+  from invariance import dual_encoder as de
+  f32, bf16 = de.DualEncoder(vocab_size=20), de.DualEncoder(vocab_size=20, dtype=BF16)
+  images = jax.random.uniform(jax.random.key(2), (4, 32, 32, 3))
+  tokens = jax.random.randint(jax.random.key(3), (4, 6), 0, 20)
+  params = f32.init(jax.random.key(4), images, tokens)
+  assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  ref_img, ref_txt, _ = f32.apply(params, images, tokens)
+  img, txt, scalars = bf16.apply(params, images, tokens)
+  assert img.dtype == txt.dtype == scalars[0].dtype == jnp.float32    # the loss sees float32
+  assert max(_relative(img, ref_img), _relative(txt, ref_txt)) <= BF16_VS_F32
+  # the control: 10% noise on every parameter (a plain rescaling would cancel in the normalised,
+  # positively homogeneous embedding)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(5), len(leaves))
+  changed = jax.tree.unflatten(tree, [p + 0.1 * jnp.std(p) * jax.random.normal(k, p.shape)
+                                      for p, k in zip(leaves, keys)])
+  assert _relative(f32.apply(changed, images, tokens)[0], ref_img) > BF16_VS_F32
