@@ -74,7 +74,8 @@ class Study:
 
   def model(self, loss: str, dim: int, multi_positive: bool = False) -> de.Jitted:
     if (loss, dim, multi_positive) not in self._models:
-      net = de.DualEncoder(self.tokenizer.vocab_size, dim, loss)
+      net = de.DualEncoder(self.tokenizer.vocab_size, dim, loss,
+                           dtype=None if self.cfg.dtype == "float32" else np.dtype(self.cfg.dtype))
       self._models[(loss, dim, multi_positive)] = de.Jitted(
           net, dashcam.IMAGE_SIZE, self.tokenizer.max_len, self.cfg.batch_size,
           self.cfg.tiled_threshold, multi_positive)

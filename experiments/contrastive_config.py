@@ -20,6 +20,9 @@ class ContrastiveConfig(config.StudyConfig):
   DATA_PARALLEL = ("batch_size",)
 
   losses: tuple[str, ...] = config.param(("clip",), "Contrastive losses.", choices=de.LOSSES)
+  dtype: str = config.param("float32", "The towers' computation dtype (parameters, optimizer "
+                            "state, embeddings and the loss stay float32).",
+                            choices=("float32", "bfloat16"))
   mention_probs: tuple[float, ...] = config.param(
       (0.0, 1.0), "p: probability that a training caption mentions the varied attribute "
       "(--attribute under 'mention', the car under 'swap').", low=0, high=1, sort=True)

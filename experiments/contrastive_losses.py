@@ -108,7 +108,8 @@ class Study:
     cfg, model, name = self.cfg, self.models[loss], run_name(loss, lr, p)
     tcfg = train.TrainConfig(steps=cfg.steps, name=f"{name}/seed{data.seed}",
                              log_every=cfg.log_every,
-                             metrics_path=self.workdir.metrics_path(name, data.seed))
+                             **{**self.workdir.train_paths(name, data.seed, cfg),
+                                "checkpoint_dir": None})
     images = data.scenes(dashcam.TRAIN, cfg.num_train, "num_train")[0]
     params, history = dashcam.fit_dual_encoder(
         model, model.init(dashcam.init_key(data.seed)), images, data.captions(cfg.num_train, p),

@@ -191,9 +191,7 @@ class Study:
     cfg = self.cfg
     tcfg = train.TrainConfig(
         steps=steps, name=f"{name}/seed{data.seed}", log_every=cfg.log_every,
-        checkpoint_dir=self.workdir.checkpoint_dir(name, data.seed),
-        checkpoint_every=cfg.checkpoint_every, metrics_path=self.workdir.metrics_path(
-            name, data.seed))
+        checkpoint_every=cfg.checkpoint_every, **self.workdir.train_paths(name, data.seed, cfg))
     images = data.scenes(dashcam.TRAIN, cfg.num_train, "num_train")[0]
     return dashcam.fit_dual_encoder(self.model, params, images, data.captions(cfg.num_train, p),
                                     self.tokenizer, cfg.batch_size, batch_seed, optimizer, tcfg,
