@@ -60,13 +60,17 @@ class Mlp(nn.Module):
     return nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(h)
 
 
-class Block(nn.Module):
-  """Pre-LN residual block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+class Settings(nn.Module):
+  """The settings every transformer piece here shares (one home for them)."""
   heads: int
   mlp_dim: int
   act: str
   eps: float
   dtype: Any = None
+
+
+class Block(Settings):
+  """Pre-LN residual block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
 
   @nn.compact
   def __call__(self, x_NTW, mask_TT=None):
@@ -91,14 +95,9 @@ class Encoder(Block):
     return x_NTW, outputs
 
 
-class MAPHead(nn.Module):
+class MAPHead(Settings):
   """Multihead attention pooling (big_vision): one learned probe attends over the tokens, then a
   residual MLP on its LayerNorm."""
-  heads: int
-  mlp_dim: int
-  act: str
-  eps: float
-  dtype: Any = None
 
   @nn.compact
   def __call__(self, x_NTW):
