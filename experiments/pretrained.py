@@ -57,6 +57,7 @@ class Study:
     self.cfg = cfg
     self.data: Labelled = load(cfg)
     self.towers = {c.name: c for c in cfg.towers}
+    self.train_pre: dict = {}      # (tower, view) -> the training images' pre-projection features
 
   @functools.lru_cache(maxsize=2)
   def params(self, name: str):
@@ -122,6 +123,7 @@ class Study:
     start = time.time()
     v = self.view(view)
     tr, te = (self.features(name, *v[s]) for s in ("train", "test"))
+    self.train_pre[(name, view)] = tr["pre_projection"]      # the audit's probe reads it again
     row = {"tower": name, "view": view, "curves": self.curves(tr, te),
            "chance": probes.chance(self.data.test_labels)}
     model, params = self.params(name)
@@ -156,6 +158,10 @@ class Study:
                               for s in range(len(edges) + 1)]
     return out
 
+  def pre_projection(self, name: str, images) -> np.ndarray:
+    """The pre-projection feature of ``images`` (the audit's and the placement maps' probe input)."""
+    return self.features(name, images, np.full((len(images), 2), 0.5))["pre_projection"]
+
   def pixels_row(self, view: str) -> dict:
     v = self.view(view)
     side = min(PIXEL_SIDE, self.data.frame_size)
@@ -171,8 +177,9 @@ class Study:
     cfg, d = self.cfg, self.data
     v = self.view(view)
     model, _ = self.params(name)
-    pre = lambda x: self.features(name, x, np.full((len(x), 2), 0.5))["pre_projection"]  # noqa: E731
-    classify = probes.ridge_classifier(pre(v["train"][0]), d.train_labels)
+    pre = functools.partial(self.pre_projection, name)
+    train = self.train_pre.get((name, view))
+    classify = probes.ridge_classifier(pre(v["train"][0]) if train is None else train, d.train_labels)
     x = v["test"][0][:cfg.audit_examples]
     pixels_per_patch = d.frame_size / model.config.vision.grid
     transforms = {}
@@ -196,7 +203,7 @@ class Study:
     objects = {s: crops.view(images, boxes, 1.0, side)[0] for s, images, boxes in
                (("train", d.train_images, d.train_boxes), ("test", d.test_images, d.test_boxes))}
     centre = ((d.frame_size - side) // 2,) * 2
-    pre = lambda x: self.features(name, x, np.full((len(x), 2), 0.5))["pre_projection"]  # noqa: E731
+    pre = functools.partial(self.pre_projection, name)
     classify = probes.ridge_classifier(pre(crops.paste(objects["train"], d.frame_size, centre)),
                                        d.train_labels)
     test = objects["test"][:cfg.audit_examples or len(objects["test"])]
