@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 
+from experiments import cli
 from experiments import config
 from invariance.pretrained import config as tower_config
 
@@ -114,7 +115,7 @@ class PretrainedConfig(config.StudyConfig):
   recovery: tuple[str, ...] = param((), "Post-hoc tuning of the tower on the labels (whole-frame "
                                     "or first view): lpft, lastblock, finetune (GPU recommended).",
                                     choices=RECOVERY_METHODS, allow_empty=True)
-  recovery_steps: int = param(200, "Tuning steps per method.", low=1)
+  recovery_steps: int = param(200, "Tuning steps per method.", low=1, high=2**31 - 1)
   recovery_learning_rate: float = param(1e-5, "Tuning Adam learning rate (constant).", above=0,
                                         high=1)
   recovery_batch_size: int = param(32, "Tuning batch size.", low=1)
@@ -170,6 +171,9 @@ class PretrainedConfig(config.StudyConfig):
                   f"allowed: <= --num_train={self.num_train}")
     if self.audit_examples > self.num_test:
       config.fail("audit_examples", self.audit_examples, f"allowed: <= --num_test={self.num_test}")
+    # every frame is held in memory as float32, and each view makes a copy at the same size
+    for flag, n in (("num_train", self.num_train), ("num_test", self.num_test)):
+      cli.check_memory(flag, n, 2 * (self.num_train + self.num_test) * self.frame_size ** 2 * 3 * 4)
     if self.dataset == DASHCAM and self.frame_size < 32:
       config.fail("frame_size", self.frame_size, "allowed: >= 32 for dashcam scenes")
 

@@ -92,6 +92,8 @@ def test_random_init_default_says_it_is_not_pretrained(tmp_path):
     (["--audit_examples=500"], "--audit_examples=500: allowed: <= --num_test=150"),
     (["--lamp_sizes=7"], "--lamp_sizes=7"),
     (["--recovery=magic"], "--recovery=magic"),
+    (["--num_train=" + "9" * 30], "--num_train=" + "9" * 30 + ": needs an estimated"),
+    (["--recovery_steps=" + "9" * 30], "--recovery_steps=" + "9" * 30 + ": allowed"),
 ])
 def test_bad_flags_are_one_line(args, match):
   message = cli.flag_error(pc.PretrainedConfig, "--workdir=/tmp/x", *args)
