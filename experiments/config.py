@@ -91,6 +91,27 @@ class StudyConfig:
     """Cross-field checks of a study (override); per-field bounds are checked by ``from_flags``."""
 
 
+STEPS_MAX = 2**31 - 1      # step counters are int32 (optax, orbax, the early-stopping state)
+
+
+@dataclasses.dataclass(frozen=True)
+class Convergence:
+  """The convergence rule's parameters, one set of names in every study that trains to it: mix
+  into a study config (``class OrbitConfig(config.StudyConfig, config.Convergence)``) and redeclare
+  a field to change its default; ``early_stopping()`` is the rule ``train.fit`` runs."""
+
+  eval_every: int = param(100, "Steps between validation evaluations (convergence rule).", low=1,
+                          high=STEPS_MAX)
+  patience: int = param(3, "Stop after this many evaluations in a row without a validation gain "
+                        "of more than --min_delta.", low=1, high=STEPS_MAX)
+  min_delta: float = param(0.005, "Validation-accuracy improvement that counts (0.005 = 0.5 "
+                           "points).", low=0.0, high=1.0)
+
+  def early_stopping(self):
+    from invariance import train            # the library, not the other way round
+    return train.EarlyStopping(self.eval_every, self.patience, self.min_delta)
+
+
 # -- field types ----------------------------------------------------------------------------------
 def _kind(cls, name: str) -> tuple[Any, bool, bool]:
   """(element type, is a tuple, is optional) of field ``name``."""
