@@ -23,8 +23,8 @@ import sys
 
 import numpy as np
 
-# The middle word of each epoch's seed [seed, 0, epoch]: kept at 0 so that batch orders (and the
-# golden numbers that depend on them) are those of earlier versions, which sharded by process.
+# The middle word of each epoch's seed [seed, 0, epoch]: fixed at 0, so the batch order depends on
+# the seed and the epoch only (not on the number of processes).
 _STREAM = 0
 
 
@@ -60,7 +60,7 @@ def _epoch_shuffle_cls():
 
     Element ``i`` is ``epoch_order(N, seed, i // N)[i % N]``: random access, deterministic. Unlike
     ``MapDataset.range(N).shuffle(seed).repeat()`` (grain's index shuffle), the permutations are
-    numpy's, which keeps the batch orders (and golden numbers) of earlier versions.
+    numpy's: the batch orders behind every saved result under docs/results and the goldens.
     """
 
     def __init__(self, num_examples: int, seed: int):

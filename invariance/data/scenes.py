@@ -122,8 +122,7 @@ def sample_nuisance(n: int, rng: np.random.Generator, size: int = 32, lamp_size:
 
   The housing's top row is uniform in [1, horizon - height - 2] (it ends at least 2 rows above the
   horizon), or row 1 where a large lamp's housing does not fit (lamp 6 at size 32: the housing may
-  then reach the horizon, but both lamps stay in the sky). At the default lamp size the draws are
-  those of the first edition."""
+  then reach the horizon, but both lamps stay in the sky)."""
   n, rng, s, lamp = _check_n(n), _check_rng(rng), _check_size(size), _check_lamp(lamp_size)
   housing_h, housing_w = housing_hw(lamp)
 
