@@ -65,6 +65,7 @@ def main(argv: Sequence[str]) -> int:
 
 # Registered write-ups (one line per study; each report module defines ``document``).
 # register("orbit", "experiments.orbit_report", ["orbit_default", ...])
+register("pretrained", "experiments.pretrained_report", ["pretrained_default"])
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv))
