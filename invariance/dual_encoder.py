@@ -40,7 +40,7 @@ import numpy as np
 
 from invariance import contrastive
 from invariance import metrics
-from invariance import train
+from invariance import losses
 
 LOSSES = ("clip", "siglip")
 
@@ -301,7 +301,7 @@ def make_classifier_loss_fn(classifier: LightClassifier) -> Callable:
   def loss_fn(params, batch, rng):
     del rng
     logits_NK = classifier.apply(params, batch["images"])["logits"]
-    return train.cross_entropy(logits_NK, batch["labels"]), {
+    return losses.cross_entropy(logits_NK, batch["labels"]), {
         "acc": metrics.accuracy(logits_NK, batch["labels"])}
 
   return loss_fn

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -58,24 +59,13 @@ import numpy as np
 import optax
 from absl import logging
 
+from invariance import early_stopping
 from invariance import parallel
 from invariance import storage
+from invariance.early_stopping import EarlyStopping  # noqa: F401  (the rule: train.EarlyStopping)
+from invariance.losses import cross_entropy  # noqa: F401  (kept for the studies' imports)
 
 PyTree = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class EarlyStopping:
-  """The convergence rule: evaluate ``validate(params)`` (higher is better) every ``every`` steps,
-  keep the best parameters, stop once ``patience`` evaluations in a row have not improved on the
-  best by more than ``min_delta``, or at the step cap (``TrainConfig.steps``)."""
-  every: int
-  patience: int
-  min_delta: float = 0.005
-
-  def __post_init__(self):
-    if self.every < 1 or self.patience < 1 or self.min_delta < 0:
-      raise ValueError(f"{self}: every and patience must be >= 1, min_delta >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +360,72 @@ class _Profile:
       storage.copy_tree(self.local, self.directory)
 
 
+class _Resume(NamedTuple):
+  """What a run starts from: fresh, or a checkpoint's state."""
+  params: PyTree
+  opt_state: PyTree
+  step: int                            # first step to run
+  checkpoint: Optional[int]            # the checkpoint's step, None for a fresh run
+  loss: float                          # the checkpoint's last loss (NaN for a fresh run)
+  seconds: float                       # training time before this call
+  rule: early_stopping.State
+  best: Optional[PyTree]               # the best parameters so far (None before an evaluation)
+
+
+def _checkpoint_state(params, opt_state, loss_array, seconds: float, rule, best, evaluations,
+                      replicated) -> dict:
+  """The checkpoint's tree: params, optimizer, last loss, training seconds and, with a rule
+  (``evaluations`` not None), its best params and state (``early_stopping.to_array``)."""
+  state = {"params": params, "opt_state": opt_state, "loss": loss_array,
+           "seconds": to_global(np.float32(seconds), replicated)}
+  if evaluations is not None:
+    vector, curve = early_stopping.to_array(rule, evaluations)
+    state["early"] = {"best": params if best is None else best,
+                      "state": to_global(vector, replicated), "curve": to_global(curve, replicated)}
+  return state
+
+
+def _resume(ckpt: "_Checkpoints", config: TrainConfig, params, opt_state, replicated) -> _Resume:
+  """The latest checkpoint's state, or the fresh start; a checkpoint past ``config.steps`` is a
+  ``ValueError``."""
+  early = config.early_stopping
+  evaluations = None if early is None else early.evaluations(config.steps)
+  step = ckpt.latest_step()
+  if step is None:
+    return _Resume(params, opt_state, 0, None, math.nan, 0.0, early_stopping.State(), None)
+  if step > config.steps:
+    ckpt.close()
+    raise ValueError(f"{config.name}: the checkpoint at step {step} in {config.checkpoint_dir} "
+                     f"is past steps={config.steps}; allowed: steps >= {step}, or a new "
+                     "checkpoint directory")
+  zero = to_global(np.zeros((), np.float32), replicated)
+  target = _checkpoint_state(params, opt_state, zero, 0.0, early_stopping.State(), None,
+                             evaluations, replicated)
+  state = ckpt.restore(step, target)
+  rule, best = early_stopping.State(), None
+  if early is not None:
+    rule = early_stopping.from_array(state["early"]["state"], state["early"]["curve"])
+    best = state["early"]["best"]
+  logging.info("%s: resumed from checkpoint at step %d", config.name, step)
+  return _Resume(state["params"], state["opt_state"], step, step, float(state["loss"]),
+                 float(state["seconds"]), rule, best)
+
+
+def _check_batch(first: dict, mesh, name: str) -> int:
+  """The global batch size; ``ValueError`` unless the data mesh's devices divide it."""
+  batch_size = int(np.shape(jax.tree.leaves(first)[0])[0])
+  n_dev = mesh.shape[parallel.DATA_AXIS]
+  if batch_size % n_dev:
+    raise ValueError(f"{name}: batch size {batch_size} must be a multiple of the {n_dev} devices "
+                     "of the data mesh")
+  return batch_size
+
+
+def _finite(loss: float, name: str, done: int, what: str) -> None:
+  if not np.isfinite(loss):
+    raise FloatingPointError(f"{name}: loss is {loss} at step {done}; training stopped ({what})")
+
+
 def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         optimizer: optax.GradientTransformation, config: TrainConfig, rng,
         mesh=None, schedule: Optional[Callable[[int], Any]] = None,
@@ -379,9 +435,9 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
 
   ``schedule(step)``: the optimizer's learning rate, recorded in the metrics file (optional).
   ``project(params)``: applied after every update (optional; part of the compiled step).
-  ``validate(params) -> score`` with ``config.early_stopping``: the convergence rule (see
-  ``EarlyStopping``); the best parameters are returned, and the rule's state is checkpointed so a
-  resumed run stops where an uninterrupted one would.
+  ``validate(params) -> score`` with ``config.early_stopping``: the convergence rule
+  (``invariance.early_stopping``); the best parameters are returned, and the rule's state is
+  checkpointed so a resumed run stops where an uninterrupted one would.
   Returns the final (or best) params and a history dict: ``loss`` (per logged step),
   ``logged_steps``, ``steps_run`` (this call), ``resumed_from`` (step or None), ``seconds`` (this
   call), ``train_seconds`` (training time of the whole run, across resumes), ``last_step`` and,
@@ -391,95 +447,56 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
   early = config.early_stopping
   if early is not None and validate is None:
     raise ValueError(f"{config.name}: early_stopping needs a validate function")
+  evaluations = None if early is None else early.evaluations(config.steps)
   mesh = parallel.data_mesh() if mesh is None else mesh
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   # params is a copy: the caller's arrays survive the step's donation.
   step_fn, params, opt_state, key_data, batch_shard = setup(loss_fn, params, optimizer, mesh, rng,
                                                            project)
-
   ckpt = _Checkpoints(config.checkpoint_dir, config.checkpoint_every, config.max_to_keep)
-  start, resumed_from, earlier_seconds = 0, ckpt.latest_step(), 0.0
-  # Early stopping's state: best params, and [best score, best step, evaluations without
-  # improvement, stopped] plus the validation curve (NaN where not evaluated yet).
-  n_evals = 0 if early is None else config.steps // early.every + 1
-  rule = {"best": None, "state": np.array([-np.inf, 0, 0, 0], np.float64),
-          "curve": np.full((n_evals, 2), np.nan)}
-  if resumed_from is not None:
-    if resumed_from > config.steps:
-      ckpt.close()
-      raise ValueError(f"{config.name}: the checkpoint at step {resumed_from} in "
-                       f"{config.checkpoint_dir} is past steps={config.steps}; allowed: steps >= "
-                       f"{resumed_from}, or a new checkpoint directory")
-    scalar = lambda: to_global(np.zeros((), np.float32), replicated)
-    target = {"params": params, "opt_state": opt_state, "loss": scalar(), "seconds": scalar()}
-    if early is not None:
-      target["early"] = {"best": params, "state": to_global(rule["state"], replicated),
-                         "curve": to_global(rule["curve"], replicated)}
-    state = ckpt.restore(resumed_from, target)
-    params, opt_state, start = state["params"], state["opt_state"], resumed_from
-    restored_loss, earlier_seconds = float(state["loss"]), float(state["seconds"])
-    if early is not None:
-      rule = {"best": state["early"]["best"], "state": np.array(state["early"]["state"]),
-              "curve": np.array(state["early"]["curve"])}
-    logging.info("%s: resumed from checkpoint at step %d", config.name, start)
-  metrics_log = _MetricsLog(config.metrics_path, start, config.events_dir)
+  start = _resume(ckpt, config, params, opt_state, replicated)
+  params, opt_state, rule, best = start.params, start.opt_state, start.rule, start.best
+  metrics_log = _MetricsLog(config.metrics_path, start.step, config.events_dir)
   profile = _Profile(config.profile_steps, config.profile_dir)
-
-  first = batch_at(start)
-  batch_size = int(np.shape(jax.tree.leaves(first)[0])[0])
-  n_dev = mesh.shape[parallel.DATA_AXIS]
-  if batch_size % n_dev:
+  first = batch_at(start.step)
+  try:
+    batch_size = _check_batch(first, mesh, config.name)
+  except ValueError:
     ckpt.close()
     metrics_log.close()
-    raise ValueError(f"{config.name}: batch size {batch_size} must be a multiple of the {n_dev} "
-                     "devices of the data mesh")
+    raise
 
-  history = {"loss": [], "logged_steps": [], "resumed_from": resumed_from}
+  history = {"loss": [], "logged_steps": [], "resumed_from": start.checkpoint}
   t0 = t_log = time.perf_counter()
-  last_logged = start
-  def checkpoint(done, loss_array):
-    seconds = earlier_seconds + time.perf_counter() - t0
-    state = {"params": params, "opt_state": opt_state, "loss": loss_array,
-             "seconds": to_global(np.float32(seconds), replicated)}
-    if early is not None:
-      best = params if rule["best"] is None else rule["best"]      # before the first evaluation
-      state["early"] = {"best": best, "state": to_global(rule["state"], replicated),
-                        "curve": to_global(rule["curve"], replicated)}
-    ckpt.save(done, state, force=done == config.steps or bool(rule["state"][3]))
-
-  last = start
+  last = last_logged = start.step
   try:
-    for step in range(start, config.steps):
-      if rule["state"][3]:                     # stopped early before the resume
+    for step in range(start.step, config.steps):
+      if rule.stopped:                         # stopped early before the resume
         break
-      batch = first if step == start else batch_at(step)
+      # -- the update step
+      batch = first if step == start.step else batch_at(step)
       profile.before(step)
       params, opt_state, loss_array, aux = step_fn(params, opt_state,
                                                    to_global(batch, batch_shard), key_data, step)
       profile.after(step, loss_array)
       done = last = step + 1
       metrics_log.add(done, loss_array, aux, None if schedule is None else schedule(step))
+      # -- the convergence rule
       if early is not None and (done % early.every == 0 or done == config.steps):
         score = float(np.float32(validate(params)))   # as the checkpoint stores it
         metrics_log.add_validation(score)
-        best_score, _, bad, _ = rule["state"]
-        rule["curve"][(done - 1) // early.every] = (done, score)
-        if score > best_score + early.min_delta:
-          rule["best"] = jax.tree.map(lambda x: x.copy(), params)
-          rule["state"] = np.array([max(score, best_score), done, 0, 0], np.float64)
-        else:
-          rule["state"] = np.array([best_score, rule["state"][1], bad + 1,
-                                    float(bad + 1 >= early.patience)], np.float64)
-        if rule["state"][3]:
+        if early_stopping.improves(rule, early, score):
+          best = jax.tree.map(lambda x: x.copy(), params)
+        rule = early_stopping.update(rule, early, done, score)
+        if rule.stopped:
           logging.info("%s: stopped at step %d: no improvement over %.4f (step %d) for %d "
-                       "evaluations", config.name, done, rule["state"][0], int(rule["state"][1]),
+                       "evaluations", config.name, done, rule.best_score, rule.best_step,
                        early.patience)
+      # -- progress line
       if done % config.log_every == 0 or done == config.steps:
         loss = float(loss_array)
-        if not np.isfinite(loss):
-          raise FloatingPointError(f"{config.name}: loss is {loss} at step {done}; training stopped "
-                                   "(lower the learning rate); checkpoints up to step "
-                                   f"{ckpt.latest_step()} are kept")
+        _finite(loss, config.name, done, "lower the learning rate; checkpoints up to step "
+                f"{ckpt.latest_step()} are kept")
         now = time.perf_counter()
         rate = (done - last_logged) * batch_size / max(now - t_log, 1e-9)
         eta = (config.steps - done) * batch_size / max(rate, 1e-9)
@@ -490,14 +507,15 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         history["logged_steps"].append(done)
         t_log, last_logged = now, done
         metrics_log.flush()
-      stop = bool(rule["state"][3])
-      if done % config.checkpoint_every == 0 or done == config.steps or stop:
-        if not np.isfinite(float(loss_array)):
-          raise FloatingPointError(f"{config.name}: loss is {float(loss_array)} at step {done}; "
-                                   "training stopped before saving")
-        checkpoint(done, loss_array)
+      # -- checkpoint
+      if done % config.checkpoint_every == 0 or done == config.steps or rule.stopped:
+        _finite(float(loss_array), config.name, done, "before saving")
+        seconds = start.seconds + time.perf_counter() - t0
+        ckpt.save(done, _checkpoint_state(params, opt_state, loss_array, seconds, rule, best,
+                                          evaluations, replicated),
+                  force=done == config.steps or rule.stopped)
         metrics_log.flush()
-      if stop:
+      if rule.stopped:
         history["loss"].append(float(loss_array))
         history["logged_steps"].append(done)
         break
@@ -505,19 +523,18 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
     profile.stop()
     ckpt.close()
     metrics_log.close()
-  if resumed_from is not None and last == start:   # finished before: report its final loss
-    history["loss"], history["logged_steps"] = [restored_loss], [start]
+  if start.checkpoint is not None and last == start.step:   # finished before: its final loss
+    history["loss"], history["logged_steps"] = [start.loss], [start.step]
   if early is not None:
-    params = rule["best"]
-    history.update(best_score=float(rule["state"][0]), best_step=int(rule["state"][1]),
-                   stopped_early=bool(rule["state"][3]),
-                   val_curve=[(int(a), float(b)) for a, b in rule["curve"] if np.isfinite(a)])
+    params = best
+    history.update(best_score=rule.best_score, best_step=rule.best_step,
+                   stopped_early=rule.stopped, val_curve=list(rule.curve))
   if jax.process_count() > 1:
     params = local_copy(params)
   history["last_step"] = last
-  history["steps_run"] = last - start
+  history["steps_run"] = last - start.step
   history["seconds"] = time.perf_counter() - t0
-  history["train_seconds"] = earlier_seconds + (history["seconds"] if history["steps_run"] else 0.0)
+  history["train_seconds"] = start.seconds + (history["seconds"] if history["steps_run"] else 0.0)
   return params, history
 
 
@@ -550,11 +567,3 @@ def load_params(directory: str, step: int, like: PyTree) -> PyTree:
     raise ValueError(f"{directory}: its checkpoint's parameters do not match the model's; "
                      "allowed: a checkpoint of the same model")
   return params
-
-
-def cross_entropy(logits_NK, labels_N, mask_N=None):
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits_NK, labels_N)
-  if mask_N is None:
-    return losses.mean()
-  mask_N = mask_N.astype(losses.dtype)
-  return (losses * mask_N).sum() / jnp.maximum(mask_N.sum(), 1.0)

@@ -13,6 +13,7 @@ import pytest
 
 from invariance import encoders
 from invariance import parallel
+from invariance import losses
 from invariance import train
 
 MODEL = encoders.MLP((16,), num_classes=2)
@@ -30,7 +31,7 @@ def loss_fn(params, batch, rng):
   # Uses the step's key (input noise, per example), so a wrong key schedule changes the params.
   logits = MODEL.apply(params, batch["x"] + 0.1 * jax.random.normal(rng, batch["x"].shape))
   acc = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
-  return train.cross_entropy(logits, batch["y"]), {"acc": acc}
+  return losses.cross_entropy(logits, batch["y"]), {"acc": acc}
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,6 +132,36 @@ def test_fit_leaves_the_callers_params_alive():
   train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))
   train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))  # reuse: no error
   assert all(not leaf.is_deleted() for leaf in jax.tree.leaves(params))
+
+
+def _clamp(params, bound=0.05):
+  return jax.tree.map(lambda x: jnp.clip(x, -bound, bound), params)
+
+
+def test_project_runs_after_every_update():
+  """fit(project=...) against projected Adam written out with optax (the step's key is
+  fold_in(rng, step)); controls: no projection, and one projection at the end only."""
+  steps, opt = 12, _adam(0.05)
+  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  cfg = train.TrainConfig(steps=steps, log_every=steps)
+  got, _ = train.fit(loss_fn, params, batch_at, opt, cfg, jax.random.key(1), project=_clamp)
+  got = jax.device_get(got)
+
+  def by_hand(project_each, project_end):
+    p, state = jax.device_get(params), opt.init(params)
+    for i in range(steps):
+      grads, _ = jax.grad(loss_fn, has_aux=True)(p, batch_at(i),
+                                                  jax.random.fold_in(jax.random.key(1), i))
+      updates, state = opt.update(grads, state, p)
+      p = project_each(optax.apply_updates(p, updates))
+    return jax.device_get(project_end(p))
+
+  same = lambda a, b: all(np.allclose(x, y, rtol=1e-5, atol=1e-6)
+                          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert same(got, by_hand(_clamp, lambda p: p))
+  assert max(float(np.abs(x).max()) for x in jax.tree.leaves(got)) <= np.float32(0.05)
+  assert not same(got, by_hand(lambda p: p, lambda p: p))        # the projection acted
+  assert not same(got, by_hand(lambda p: p, _clamp))             # ... after every update
 
 
 # -- files beside the checkpoints: metrics.jsonl, TensorBoard events, profiles -----------------------
