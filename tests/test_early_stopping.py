@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from invariance import early_stopping as es
 from invariance import encoders
 from invariance import losses
 from invariance import train
@@ -107,7 +108,6 @@ def test_without_the_rule_the_run_goes_to_the_cap():
 
 
 # -- the pure rule on scripted validation curves (hand-worked expectations) ----------------------
-from invariance import early_stopping as es  # noqa: E402
 
 
 def _run_rule(scores, every=1, patience=2, min_delta=0.01):

@@ -12,8 +12,8 @@ import optax
 import pytest
 
 from invariance import encoders
-from invariance import parallel
 from invariance import losses
+from invariance import parallel
 from invariance import train
 
 MODEL = encoders.MLP((16,), num_classes=2)
