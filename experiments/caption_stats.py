@@ -32,6 +32,7 @@ from absl import logging
 from experiments import caption_stats_report
 from experiments import cli
 from experiments import config
+from experiments import runner
 from experiments import workdir as workdir_lib
 from experiments.caption_stats_config import CaptionStatsConfig
 from invariance.data import caption_sources
@@ -93,10 +94,12 @@ def main(cfg: CaptionStatsConfig):
   logging.info("caption_stats: %s%s; %d caption files; patterns %s", cfg.dataset or "no dataset",
                f" ({', '.join(f'{o.split}: {len(o)}' for o in opened)})" if opened else "",
                len(cfg.caption_files), cfg.patterns.describe())
-  dataset_rows = [workdir.row(_key("split", i, o.split), lambda: split_row(cfg, o))
-                  for i, o in enumerate(opened)]
-  corpus_rows = [workdir.row(_key("file", i, path), lambda: corpus_row(cfg, path))
-                 for i, path in enumerate(cfg.caption_files)]
+  split_runs = [runner.Run(_key("split", i, o.split), lambda o=o: split_row(cfg, o))
+                for i, o in enumerate(opened)]
+  file_runs = [runner.Run(_key("file", i, path), lambda path=path: corpus_row(cfg, path))
+               for i, path in enumerate(cfg.caption_files)]
+  rows = runner.run_all(workdir, split_runs + file_runs)
+  dataset_rows, corpus_rows = rows[:len(split_runs)], rows[len(split_runs):]
   markdown = caption_stats_report.publish(workdir, cfg, dataset_rows, corpus_rows)
   print(workdir.file("results.md"))
   print(markdown)
