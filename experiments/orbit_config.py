@@ -1,5 +1,14 @@
-"""The orbit study's config: every parameter declared once (``experiments.config``); the
-absl flags of ``python -m experiments.orbit`` are generated from it."""
+"""The orbit study's config, its defaults the documented default run, and its typed runs.
+
+    python -m experiments.orbit --workdir=workdir/orbit        # the default run
+
+Every parameter is declared once, as a field of ``OrbitConfig`` (``experiments.config``); the
+absl flags of ``python -m experiments.orbit`` are generated from it. The model hyperparameters
+(MLP widths, ConvNet channels, ...) live here and nowhere else: ``model_spec`` hands them to
+``invariance.models``. A run of the study is an ``OrbitRun`` (an ``Arm`` x a seed); its row key,
+the arms' names and the names of derived rows are defined here and imported by the main and the
+report.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,67 +19,80 @@ from invariance import models
 from invariance.data import curation
 
 param = config.param
-# Step counts, evaluation cadences and patience live in int32 step counters (optax, orbax, the
-# early-stopping state); Adam moves every weight by about the learning rate per step, so a rate
-# above 1 cannot train.
-STEPS_MAX = 2**31 - 1
+# Step counts, evaluation cadences, patience and every count of examples or batches live in int32
+# counters (optax, orbax, the early-stopping state, array indices); Adam moves every weight by about
+# the learning rate per step, so a rate above 1 cannot train.
+STEPS_MAX = config.STEPS_MAX
+COUNT_MAX = 2**31 - 1
 RATE_MAX = 1.0
 SEED_MAX = 2**32 - 1      # numpy and scikit-learn seeds (the digits' split)
-# The study's evaluation batch (accuracies, the audit, the maps: experiments/orbit.py).
+# The study's evaluation batch (accuracies, the audit, the maps: experiments/orbit_measure.py).
 EVAL_BATCH = 256
+# mlp_aug_full's parameters averaged over the whole orbit at test time: a derived row's suffix.
+ORBIT_EVAL_SUFFIX = "_orbit_eval"
+DEFAULT_MODELS = ("mlp", "mlp_aug_full", "orbit_full", "cnn_gap", "cnn_flat", "cnn_aps")
 
 
 @dataclasses.dataclass(frozen=True)
-class OrbitConfig(config.StudyConfig):
+class OrbitConfig(config.StudyConfig, config.Convergence):
+  """Defaults: 8x8 digits placed only in the bottom half of a 24x24 canvas, the arms that carry
+  the study's claims, 5 seeds, each arm trained under the convergence rule (``Convergence``)."""
   DATA_PARALLEL = ("batch_size",)
 
+  seeds: tuple[int, ...] = param((0, 1, 2, 3, 4), "Seeds; one row per run x seed (a seed sets the "
+                                 "digit split and placements as well as the init).", low=0,
+                                 high=SEED_MAX)
   dataset: str = param("digits", "TFDS image-classification dataset NAME[/CONFIG][:VERSION] "
                        "(digits: scikit-learn's bundled 8x8 digits, built locally on first use).")
-  object_size: int = param(8, "Objects are resized to this side (pixels).", low=1)
+  object_size: int = param(8, "Objects are resized to this side (pixels).", low=1, high=COUNT_MAX)
   channels: int = param(1, "1: grey (luminance), 3: colour.", low=1, high=3)
   group: str = param("translations", "Symmetry group studied.",
                      choices=("translations", "rotations"))
-  models: tuple[str, ...] = param(models.TRANSLATION_MODELS, "Models to compare (see README).",
+  models: tuple[str, ...] = param(DEFAULT_MODELS, "Models to compare (invariance/models.py).",
                                   choices=models.NAMES)
-  canvas: int = param(24, "Canvas side for translations (at least --object_size).", low=1)
+  canvas: int = param(24, "Canvas side for translations (at least --object_size).", low=1,
+                      high=COUNT_MAX)
   support: str = param("bottom", "Training placement support.",
                        choices=tuple(curation.COMPLEMENT))
-  placements_per_image: int = param(8, "Placed copies of each training digit.", low=1)
-  steps: int = param(1500, "Training steps per model (see --model_steps).", low=1,
-                     high=STEPS_MAX)
+  placements_per_image: int = param(8, "Placed copies of each training digit.", low=1,
+                                    high=COUNT_MAX)
+  steps: int = param(3000, "Step cap per model (see --model_steps); the cosine schedule decays "
+                     "over it.", low=1, high=STEPS_MAX)
   model_steps: tuple[str, ...] = param((), "Per-model overrides, e.g. orbit_full:400,cnn_gap:600.",
                                        allow_empty=True)
-  batch_size: int = param(128, "Global batch size.", low=1)
+  batch_size: int = param(64, "Global batch size.", low=1, high=COUNT_MAX)
   learning_rate: float = param(3e-3, "Adam learning rate.", above=0, high=RATE_MAX)
   dtype: str = param("float32", "Computation dtype of the models (parameters and optimizer "
                      "state stay float32); bfloat16 is what TPUs and recent GPUs train in.",
                      choices=("float32", "bfloat16"))
-  mlp_hidden: tuple[int, ...] = param((128, 128), "MLP hidden widths (also the orbit models').",
-                                      low=1, distinct=False)
-  cnn_channels: tuple[int, ...] = param((16, 32, 32), "ConvNet channels (cnn_gap, cnn_flat, p4).",
-                                        low=1, distinct=False)
-  orbit_samples: int = param(8, "k: sampled group elements per example (orbit_sampled).", low=1)
+  mlp_hidden: tuple[int, ...] = param((64, 64), "MLP hidden widths (also the orbit, augmentation "
+                                      "and learned_aug models').", low=1, high=COUNT_MAX,
+                                      distinct=False)
+  cnn_channels: tuple[int, ...] = param((16, 16, 16, 16), "ConvNet channels per 3x3 layer (every "
+                                        "cnn_* model and p4).", low=1, high=COUNT_MAX,
+                                        distinct=False)
+  orbit_samples: int = param(8, "k: sampled group elements per example (orbit_sampled).", low=1,
+                             high=COUNT_MAX)
   aug_width_regs: tuple[float, ...] = param((0.05,), "learned_aug: weights of the reward for a "
                                             "wide range; one run per weight.", low=0.0)
-  aug_eval_samples: int = param(8, "learned_aug: predictions averaged at evaluation.", low=1)
+  aug_eval_samples: int = param(8, "learned_aug: predictions averaged at evaluation.", low=1,
+                                high=COUNT_MAX)
   warmup_steps: int = param(50, "Linear learning-rate warmup, then cosine decay to the cap.", low=0,
                             high=STEPS_MAX)
-  eval_every: int = param(100, "Steps between validation evaluations (convergence rule).", low=1,
-                          high=STEPS_MAX)
-  patience: int = param(3, "Stop after this many evaluations without improvement.", low=1,
-                        high=STEPS_MAX)
-  min_delta: float = param(0.005, "Validation-accuracy improvement that counts (0.005 = 0.5 "
-                           "points).", low=0.0, high=1.0)
   val_fraction: float = param(0.1, "Share of the training digits held out for validation.",
                               above=0.0, high=0.5)
-  eval_elements: int = param(64, "Random group elements (plus identity) for the invariance "
-                             "audit; 0 = every element.", low=0)
-  eval_examples: int = param(256, "Test examples used for the invariance audit.", low=1)
-  map_examples: int = param(128, "Test digits placed at every position for the placement maps "
-                            "(0 = no maps).", low=0)
-  jensen_batches: int = param(4, "Test batches (of 32) for the Jensen gap.", low=0)
+  eval_elements: int = param(0, "Random group elements (plus identity) for the invariance "
+                             "audit; 0 = every element.", low=0, high=COUNT_MAX)
+  eval_examples: int = param(64, "Test examples used for the invariance audit.", low=1,
+                             high=COUNT_MAX)
+  map_examples: int = param(64, "Test digits placed at every position for the placement maps "
+                            "(0 = no maps).", low=0, high=COUNT_MAX)
+  jensen_batches: int = param(2, "Test batches (of 32) for the Jensen gap.", low=0,
+                              high=COUNT_MAX)
   data_seed: int = param(-1, "Seed of the digit split and placements; -1 = each run's seed.",
                          low=-1, high=SEED_MAX)
+  log_every: int = param(500, "Steps between progress lines.", low=1, run_only=True)
+  checkpoint_every: int = param(500, "Steps between checkpoints.", low=1, run_only=True)
 
   @property
   def order(self) -> int:
@@ -139,20 +161,50 @@ class OrbitConfig(config.StudyConfig):
       steps = int(value) if name == model else steps
     return steps
 
-  def runs(self) -> list[tuple[str, str, models.ModelSpec]]:
-    """(run name, model name, spec): one per model, one per reward weight for learned_aug."""
-    spec = models.ModelSpec(mlp_hidden=self.mlp_hidden, cnn_channels=self.cnn_channels,
+  def model_spec(self, num_classes: int = 10) -> models.ModelSpec:
+    """The model hyperparameters, from this config (their one home)."""
+    return models.ModelSpec(mlp_hidden=self.mlp_hidden, cnn_channels=self.cnn_channels,
                             orbit_samples=self.orbit_samples, canvas=self.canvas,
                             aug_width_reg=self.aug_width_regs[0],
-                            aug_eval_samples=self.aug_eval_samples, dtype=self.dtype)
-    out = []
+                            aug_eval_samples=self.aug_eval_samples, dtype=self.dtype,
+                            num_classes=num_classes)
+
+  def arms(self, num_classes: int = 10) -> list[Arm]:
+    """One arm per model; learned_aug gets one per reward weight when several are given."""
+    spec, out = self.model_spec(num_classes), []
     for m in self.models:
       if m == "learned_aug" and len(self.aug_width_regs) > 1:
-        out += [(f"learned_aug_r{w:g}", m, dataclasses.replace(spec, aug_width_reg=w))
+        out += [Arm(f"learned_aug_r{w:g}", m, dataclasses.replace(spec, aug_width_reg=w))
                 for w in self.aug_width_regs]
       else:
-        out.append((m, m, spec))
+        out.append(Arm(m, m, spec))
     return out
 
+  def runs(self, num_classes: int = 10) -> list[OrbitRun]:
+    """Every run of the study, seed-major (all arms of seed 0 first)."""
+    return [OrbitRun(arm, seed) for seed in self.seeds for arm in self.arms(num_classes)]
 
-config.define_flags(OrbitConfig)
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """A trained model of the study: its run name (the model's, or ``learned_aug_r<weight>``), the
+  ``invariance.models`` name it builds and that model's hyperparameters."""
+  name: str
+  model: str
+  spec: models.ModelSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class OrbitRun:
+  """One row of the study: an arm trained and measured with one seed."""
+  arm: Arm
+  seed: int
+
+  @property
+  def key(self) -> str:
+    return row_key(self.arm.name, self.seed)
+
+
+def row_key(run: str, seed: int) -> str:
+  """The workdir's name of a row (``rows/<key>.json``)."""
+  return f"{run}_seed{seed}"

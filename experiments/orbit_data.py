@@ -13,6 +13,8 @@ from typing import Optional
 
 import numpy as np
 
+from experiments import config
+from experiments.orbit_config import OrbitConfig
 from invariance import groups as groups_lib
 from invariance.data import curation
 from invariance.data import sources
@@ -38,6 +40,20 @@ def _split_off(images, labels, fraction: float, rng: np.random.Generator):
   n_out = max(1, int(round(fraction * len(labels))))
   out, keep = order[:n_out], order[n_out:]
   return (images[keep], labels[keep]), (images[out], labels[out])
+
+
+def load(cfg: OrbitConfig, seed: int) -> Data:
+  """The data of the run with ``seed`` (``--data_seed`` fixes one split for every seed); a
+  missing or unreadable dataset is a one-line error naming ``--dataset``."""
+  data_seed = seed if cfg.data_seed < 0 else cfg.data_seed
+  try:
+    loaded = sources.load_classification(cfg.dataset, data_dir=cfg.data_dir, seed=data_seed)
+  except (ValueError, FileNotFoundError) as e:
+    config.fail("dataset", cfg.dataset, str(e))
+  return make(sources.as_objects(loaded, cfg.object_size, cfg.channels), group=cfg.group,
+              canvas=cfg.canvas, support=cfg.support,
+              placements_per_image=cfg.placements_per_image, val_fraction=cfg.val_fraction,
+              map_examples=cfg.map_examples, data_seed=data_seed)
 
 
 def make(source: sources.ImageData, *, group: str, canvas: int, support: str,

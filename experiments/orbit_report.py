@@ -5,6 +5,7 @@ import numpy as np
 
 from experiments import report
 from experiments import workdir as workdir_lib
+from experiments.orbit_config import ORBIT_EVAL_SUFFIX
 
 METRICS = ("acc_in_support", "acc_out_of_support", "val_acc", "best_step", "steps_run",
            "invariance_error", "max_error_max", "flip_rate", "flip_rate_inside",
@@ -20,7 +21,7 @@ def _flat(row: dict) -> dict:
 
 def derived_rows(rows: list) -> list:
   """The test-time orbit averaging of ``mlp_aug_full``'s parameters as rows of their own."""
-  return [{**r, **r["orbit_eval"], "model": r["model"] + "_orbit_eval", "invariance": {},
+  return [{**r, **r["orbit_eval"], "model": r["model"] + ORBIT_EVAL_SUFFIX, "invariance": {},
            "invariance_error": None, "jensen": None}
           for r in rows if "orbit_eval" in r]
 

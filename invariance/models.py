@@ -1,6 +1,6 @@
 """Every orbit-study model by name: a network plus how it makes logits in training and evaluation.
 
-    spec = models.ModelSpec(mlp_hidden=(64, 64), cnn_channels=(16, 16, 16), canvas=24)
+    spec = models.ModelSpec(mlp_hidden=(64, 64))      # the study: OrbitConfig().model_spec()
     model = models.make("orbit_full", spec, group, support)
     params = model.init(key, images_NHWC)
     loss, aux = model.loss(params, batch, key)       # batch: images, labels (+ elements)
@@ -54,15 +54,24 @@ EVAL_KEY_SEED = 12345             # the fixed key of sampled evaluations (orbit_
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """Hyper-parameters shared by the models (each uses the ones it needs)."""
-  mlp_hidden: tuple = (128, 128)
-  cnn_channels: tuple = (16, 32, 32)
-  orbit_samples: int = 8
-  canvas: int = 24                  # learned_aug: the shift range lives in (0, canvas / 2)
-  aug_width_reg: float = 0.05       # learned_aug: weight of the reward for a wide range
-  aug_eval_samples: int = 8         # learned_aug: predictions averaged at evaluation
-  num_classes: int = 10
-  dtype: str = "float32"            # the towers' computation dtype (parameters stay float32)
+  """Hyper-parameters shared by the models (each uses the ones it needs: ``NEEDS``). They have no
+  default here: the study's config is their one home (``OrbitConfig.model_spec`` in
+  experiments/orbit_config.py); ``make`` refuses a model whose hyperparameters are left unset."""
+  mlp_hidden: Optional[tuple] = None       # MLP hidden widths (every MLP-based model)
+  cnn_channels: Optional[tuple] = None     # channels per 3x3 layer (the ConvNets and p4)
+  orbit_samples: Optional[int] = None      # orbit_sampled: group elements drawn per example
+  canvas: Optional[int] = None             # learned_aug: the shift range lives in (0, canvas / 2)
+  aug_width_reg: Optional[float] = None    # learned_aug: weight of the reward for a wide range
+  aug_eval_samples: Optional[int] = None   # learned_aug: predictions averaged at evaluation
+  num_classes: int = 10                    # from the data
+  dtype: Optional[str] = None              # computation dtype; None: float32 (parameters: float32)
+
+
+_MLP_FIELDS = ("mlp_hidden",)
+NEEDS = {**{m: _MLP_FIELDS for m in ("mlp", "mlp_aug_support", "mlp_aug_full", "orbit_full")},
+         "orbit_sampled": _MLP_FIELDS + ("orbit_samples",),
+         **{m: ("cnn_channels",) for m in (*CONVNETS, "p4")},
+         "learned_aug": _MLP_FIELDS + ("canvas", "aug_width_reg", "aug_eval_samples")}
 
 
 class LearnedShift(nn.Module):
@@ -117,9 +126,13 @@ def make(name: str, spec: ModelSpec, group: groups_lib.Group,
   training support (``mlp_aug_support`` draws its shifts there)."""
   if name not in NAMES:
     raise ValueError(f"model={name!r}; allowed: {', '.join(NAMES)}")
+  unset = [f for f in NEEDS[name] if getattr(spec, f) is None]
+  if unset:
+    raise ValueError(f"model={name!r} needs ModelSpec.{unset[0]}; allowed: a value (the study "
+                     "config sets it)")
   eval_key = jax.random.key(EVAL_KEY_SEED)
-  dtype = None if spec.dtype == "float32" else jnp.dtype(spec.dtype)
-  mlp = encoders.MLP(spec.mlp_hidden, spec.num_classes, dtype=dtype)
+  dtype = None if spec.dtype in (None, "float32") else jnp.dtype(spec.dtype)
+  mlp = encoders.MLP(spec.mlp_hidden or (), spec.num_classes, dtype=dtype)
   plain_init = lambda net: lambda key, x: {"net": net.init(key, x)}
   plain = lambda net: lambda p, x: net.apply(p["net"], x)
 

@@ -8,7 +8,7 @@ from invariance import models
 
 T = groups_lib.Translations(8, 8)
 SPEC = models.ModelSpec(mlp_hidden=(16,), cnn_channels=(4,), orbit_samples=2, canvas=8,
-                        aug_eval_samples=2)
+                        aug_width_reg=0.05, aug_eval_samples=2)
 BATCH = {"images": np.asarray(jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))),
          "labels": np.arange(4), "elements": np.arange(4).astype(np.int32)}
 
