@@ -3,7 +3,8 @@
 Summaries give the mean, the sample standard deviation and the half-width of the 95% t-interval
 of the mean over seeds (``<metric>_mean``, ``_sd``, ``_ci95``); ``pm`` prints mean ± ci95.
 
-Paired statistics and families of them: ``paired_t`` (per-seed differences: mean, sd, t-interval,
+Paired statistics and families of them (``paired_cell`` prints one, marked ``HOLM_MARK`` when it
+survives its family): ``paired_t`` (per-seed differences: mean, sd, t-interval,
 two-sided p), ``holm`` (Holm-Bonferroni adjusted p-values of a family), ``holm_family`` (both, with
 the interval at each endpoint's Holm step), and ``seeds_for_power`` (how many seeds a paired t-test
 needs to detect an effect, from a measured sd).
@@ -89,6 +90,20 @@ def holm_family(diffs: dict[str, Sequence[float]], alpha: float = 0.05) -> dict[
       entry["ci_holm"] = paired_t(diffs[name], 1 - alpha / step)["ci"]
     out[name] = entry
   return out
+
+
+HOLM_MARK = "†"
+HOLM_LEGEND = (f"{HOLM_MARK}: the interval's endpoint survives Holm-Bonferroni correction across its "
+               "family (adjusted p <= 0.05); intervals are 95% paired t-intervals over seeds.")
+
+
+def paired_cell(entry: dict, fmt: str = "{:+.3f}") -> str:
+  """One endpoint of ``paired_t`` / ``holm_family`` as a table cell: ``mean ± ci`` (``mean`` alone
+  for one seed), followed by ``HOLM_MARK`` when it survives its family's correction."""
+  text = fmt.format(entry["mean"])
+  if entry["n"] >= 2:
+    text += " ± " + fmt.replace("+", "").format(entry["ci"])
+  return text + (f" {HOLM_MARK}" if entry.get("survives") else "")
 
 
 def seeds_for_power(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8,

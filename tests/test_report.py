@@ -60,3 +60,13 @@ def test_seeds_for_power_matches_published_tables():
   assert report.seeds_for_power(0.055, 0.05) == 12           # the third edition's plan
   with pytest.raises(ValueError, match="sd"):
     report.seeds_for_power(0.0, 0.05)
+
+
+def test_paired_cell_marks_only_survivors():
+  """Hand-worked: diffs (1, 2, 3) have mean 2, sd 1, ci = t(0.975, 2) / sqrt(3) = 2.484;
+  a family with an endpoint far from 0 and one at 0 marks only the first."""
+  family = report.holm_family({"moved": [1.0, 1.1, 0.9, 1.05], "still": [0.1, -0.1, 0.05, -0.05]})
+  assert report.paired_cell(family["moved"]).endswith(report.HOLM_MARK)
+  assert report.HOLM_MARK not in report.paired_cell(family["still"])
+  assert report.paired_cell(report.paired_t([1.0, 2.0, 3.0])) == "+2.000 ± 2.484"
+  assert report.paired_cell(report.paired_t([0.5])) == "+0.500"
