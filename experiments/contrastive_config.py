@@ -1,11 +1,14 @@
 """The contrastive study's config: every parameter declared once (``experiments.config``); the
-absl flags of ``python -m experiments.contrastive`` are generated from it."""
+absl flags of ``python -m experiments.contrastive`` are generated from it. The defaults are the
+documented default run (``experiments/configs/contrastive.flags`` holds only its header and
+``--workdir``); every size and rate is checked against what can run before any work."""
 from __future__ import annotations
 
 import dataclasses
 
 from experiments import cli
 from experiments import config
+from invariance import dashcam
 from invariance import dual_encoder as de
 from invariance.data import captions as captions_lib
 from invariance.data import scenes
@@ -13,11 +16,22 @@ from invariance.data import scenes
 
 POLICIES = ("mention", "swap")
 DUPLICATES = ("negative", "positive")
+STEPS_MAX = config.STEPS_MAX       # step counters are int32
+RATE_MAX = 1.0
+SCENE_BYTES = 4 * 3 * dashcam.IMAGE_SIZE ** 2     # one float32 scene
 
 
 @dataclasses.dataclass(frozen=True)
 class ContrastiveConfig(config.StudyConfig):
   DATA_PARALLEL = ("batch_size",)
+
+  # The documented default's seeds and cadence (the shared fields, redeclared with its values).
+  seeds: tuple[int, ...] = config.param((0, 1, 2, 3, 4), "Seeds; one row per run x seed.", low=0,
+                                        high=2**32 - 1)
+  log_every: int = config.param(100, "Steps between progress lines.", low=1, high=STEPS_MAX,
+                                run_only=True)
+  checkpoint_every: int = config.param(200, "Steps between checkpoints.", low=1, high=STEPS_MAX,
+                                       run_only=True)
 
   losses: tuple[str, ...] = config.param(("clip",), "Contrastive losses.", choices=de.LOSSES)
   dtype: str = config.param("float32", "The towers' computation dtype (parameters, optimizer "
@@ -41,18 +55,19 @@ class ContrastiveConfig(config.StudyConfig):
       "or 'positive' (multi-positive targets for CLIP, positive labels for SigLIP).",
       choices=DUPLICATES)
   steps: tuple[int, ...] = config.param((400,), "Training lengths in steps (each a run; the "
-                                        "dose-response's second axis).", low=1, sort=True)
+                                        "dose-response's second axis).", low=1, high=STEPS_MAX,
+                                        sort=True)
   probe_steps: tuple[int, ...] = config.param(
       (0, 25, 50, 100, 200, 400), "Steps at which the traced runs are probed layer by layer "
-      "(0 = the initialisation); each <= the longest --steps.", low=0, sort=True,
+      "(0 = the initialisation); each <= the longest --steps.", low=0, high=STEPS_MAX, sort=True,
       allow_empty=True)
   trace_probs: tuple[float, ...] = config.param(
       (0.0, 1.0), "The p values whose longest runs are traced through --probe_steps (each one of "
       "--mention_probs).", low=0, high=1, sort=True, allow_empty=True)
   batch_size: int = config.param(128, "Global batch size.", low=1)
   learning_rate: float = config.param(1e-3, "Peak Adam learning rate (linear warmup, cosine "
-                                      "decay).", above=0)
-  warmup_steps: int = config.param(50, "Learning-rate warmup steps.", low=0)
+                                      "decay).", above=0, high=RATE_MAX)
+  warmup_steps: int = config.param(50, "Learning-rate warmup steps.", low=0, high=STEPS_MAX)
   num_train: int = config.param(20000, "Training scenes (captioned once per seed and p).", low=1)
   num_probe: int = config.param(1000, "Held-out scenes in each probe split (train and test).",
                                 low=8)
@@ -63,7 +78,18 @@ class ContrastiveConfig(config.StudyConfig):
       16384, "Global batches of this size or more train with the tiled loss, which never holds "
       "the B x B logits (contrastive.clip_loss_tiled / siglip_loss_tiled).", low=1, run_only=True)
 
+  def check_sizes(self, limit_bytes: float | None = None) -> None:
+    """Refuse scene counts whose float32 images cannot fit in memory, one flag at a time, before
+    any scene is generated (the line names the flag, with the estimate)."""
+    for flag, count in (("num_train", self.num_train), ("num_probe", 2 * self.num_probe),
+                        ("num_pairs", 2 * len(dashcam.ATTRIBUTES) * self.num_pairs),
+                        ("batch_size", self.batch_size)):
+      # Exact integers (a flag may have hundreds of digits), clipped where a float would overflow.
+      cli.check_memory(flag, getattr(self, flag), float(min(SCENE_BYTES * count, 10**300)),
+                       limit_bytes)
+
   def validate(self):
+    self.check_sizes()
     if self.warmup_steps >= min(self.steps):
       config.fail("warmup_steps", self.warmup_steps,
                   f"allowed: < the shortest --steps={min(self.steps)}")
@@ -83,17 +109,6 @@ class ContrastiveConfig(config.StudyConfig):
     vocab_size = captions_lib.Tokenizer().vocab_size
     for dim in self.embed_dims:
       cli.check_memory("embed_dims", dim, de.training_bytes(vocab_size, dim, self.batch_size))
-
-  def runs(self) -> list[dict]:
-    """Every run of the grid, as ``dashcam.run_key`` / ``Study.run_row`` arguments; the longest
-    training length has no ``steps`` suffix in its name (so other studies find it)."""
-    longest = max(self.steps)
-    return [dict(loss=loss, dim=dim, p=p, policy=policy, lamp_size=lamp,
-                 multi_positive=dup == "positive", steps=steps,
-                 traced=steps == longest and p in self.trace_probs)
-            for loss in self.losses for dim in self.embed_dims for policy in self.policies
-            for lamp in self.lamp_sizes for dup in self.duplicate_captions
-            for steps in self.steps for p in self.mention_probs]
 
 
 config.define_flags(ContrastiveConfig)

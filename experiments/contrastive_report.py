@@ -3,7 +3,8 @@
 ``publish(workdir, cfg, rows, init_rows, pixel_rows)`` writes results.json, results.md and the
 figures (layers_vs_init.png, light_over_training.png, dose_response.png, probe_vs_p.png,
 loss_curves.png) and returns the markdown. Every number in results.md is computed here from the
-saved rows; nothing is typed in.
+saved rows; nothing is typed in. ``document`` (``experiments.contrastive_page``) is the study's
+page across its saved results (``experiments.docs``).
 """
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import math
 
 import numpy as np
 
+from experiments import contrastive_dose_fit as dose_fit
 from experiments import report
 from experiments import workdir as workdir_lib
+from experiments.contrastive_page import document  # noqa: F401  (experiments.docs reads it here)
+from experiments.contrastive_runs import LAYERS, grid
 from invariance import dashcam
 from invariance import dose_response
 from invariance.data import scenes
@@ -21,7 +25,6 @@ RUN = ("loss", "embed_dim", "policy", "lamp_size", "duplicates", "steps", "menti
 SETTING = RUN[:-2]                      # a setting's runs differ in training length and p only
 INIT = ("embed_dim", "lamp_size")
 LIGHT = dashcam.LIGHT
-DOSE_LEVEL = 0.9
 MIN_DOSES = 5                           # values of p a setting needs for a dose-response fit
 
 
@@ -98,18 +101,13 @@ def layer_table(cfg, summary, inits, setting, attribute, rows, init_rows) -> str
   header = ["layer", "init probe"] + [f"p = {p:g} probe" for p in ps] + [
       f"p = {p:g} - init (paired)" for p in ps] + ["init sens."] + [f"p = {p:g} sens." for p in ps]
   out = []
-  for layer in _layers(summary):
+  for layer in LAYERS:
     key = f"probe/{layer}/{attribute}"
     sel = [_signed(paired(rows, init_rows, setting, p, longest, key)) for p in ps]
     sens = f"sensitivity/{layer}/{attribute}"
     out.append([layer, report.pm(init, key)] + [report.pm(by_p[p], key) for p in ps] + sel
                + [report.pm(init, sens)] + [report.pm(by_p[p], sens) for p in ps])
   return report.markdown_table(header, out)
-
-
-def _layers(summary) -> list[str]:
-  from experiments.contrastive import LAYERS  # pylint: disable=import-outside-toplevel
-  return list(LAYERS)
 
 
 def trace_table(cfg, summary, setting, attribute) -> str:
@@ -123,7 +121,7 @@ def trace_table(cfg, summary, setting, attribute) -> str:
     s = got[0]
     steps = [t for t in cfg.probe_steps if f"trace/{t}/probe/embedding/{attribute}_mean" in s]
     rows = []
-    for layer in _layers(summary):
+    for layer in LAYERS:
       means = [s[f"trace/{t}/probe/{layer}/{attribute}_mean"] for t in steps]
       peak = int(np.argmax(means))
       rows.append([layer] + [report.pm(s, f"trace/{t}/probe/{layer}/{attribute}") for t in steps]
@@ -134,33 +132,14 @@ def trace_table(cfg, summary, setting, attribute) -> str:
 
 
 def dose(cfg, rows, setting) -> dict | None:
-  """The light probe on the embedding against exposures (light-mentioning captions seen), one
-  point per run and seed, with the bootstrap fit (``invariance.dose_response``)."""
+  """The light probe on the embedding against exposures (light-mentioning captions seen), fitted
+  over the setting's converged runs (``contrastive_dose_fit.fit``); None for fewer than
+  ``MIN_DOSES`` values of p."""
   runs = [r for r in rows if all(r[k] == v for k, v in setting.items())
           and r["policy"] == "mention"]
   if len({r["mention_prob"] for r in runs}) < MIN_DOSES:      # too few doses to fit a curve
     return None
-  pts = [(r["exposures"], r["probe"]["embedding"][LIGHT]) for r in runs]
-  x, y = map(np.array, zip(*pts))
-  try:
-    fit = dose_response.bootstrap(x, y, chance(LIGHT), DOSE_LEVEL)
-  except (RuntimeError, ValueError) as e:          # reported, not hidden
-    return {"points": len(pts), "error": str(e)}
-  return {"setting": setting, "points": len(pts), **fit}
-
-
-def _dose_line(d: dict) -> str:
-  if "error" in d:
-    return f"{_setting_name(d['setting'])}: the fit failed ({d['error']})."
-  lo, hi = d["dose_at_level_ci95"]
-  fmt = lambda v: "never (ceiling below)" if math.isinf(v) else (
-      "n/a" if not math.isfinite(v) else f"{v:,.0f}")
-  f = d["fit"]
-  return (f"- {_setting_name(d['setting'])}: {d['points']} runs; fitted ceiling {f['top']:.3f} "
-          f"(95% bootstrap {d['top_ci95'][0]:.3f}-{d['top_ci95'][1]:.3f}); light probe "
-          f">= {d['level']:.0%} from **{fmt(d['dose_at_level'])}** light-mentioning captions seen "
-          f"(95% bootstrap interval {fmt(lo)} - {fmt(hi)}; {d['n_failed']} of {d['n_boot']} "
-          "resamples failed to fit)")
+  return {"setting": setting, **dose_fit.fit(runs, cfg.batch_size)}
 
 
 def grid_table(summary) -> str:
@@ -202,9 +181,12 @@ def results_markdown(cfg, results: dict) -> str:
   doses = [d for d in results["dose_response"] if d]
   if doses:
     parts.append("## Dose-response: light probe on the embedding vs light-mentioning captions "
-                 "seen\n\nFit: accuracy = 0.5 + (top - 0.5) sigmoid(slope (log10(1 + dose) - mid)) "
-                 "over every run and seed of the setting (all p and training lengths), 300 "
-                 "bootstrap resamples of the runs.\n\n" + "\n".join(map(_dose_line, doses)) + "\n")
+                 "seen\n\nFit (``experiments.contrastive_dose_fit``): accuracy = floor + (top - "
+                 "floor) sigmoid(slope (log10(1 + dose) - mid)) over the setting's converged runs "
+                 "(final loss within "
+                 f"{dose_fit.TOL} nats of the car-only floor).\n\n" + "\n".join(
+                     f"- {_setting_name(d['setting'])}: {dose_fit.fit_line(d)}" for d in doses)
+                 + "\n")
   parts.append(f"## Every run (final image embedding)\n\n{grid_table(summary)}\n")
   if pixels:
     parts.append("Raw-pixel probes (ridge, once per seed and lamp size): " + "; ".join(
@@ -220,7 +202,7 @@ def results_markdown(cfg, results: dict) -> str:
 def _plot_layers(w, cfg, summary, inits, plt) -> None:
   settings = _settings(summary)
   fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 3.8), squeeze=False)
-  layers = _layers(summary)
+  layers = LAYERS
   for ax, setting in zip(axes[0], settings):
     init = next(i for i in inits if i["embed_dim"] == setting["embed_dim"]
                 and i["lamp_size"] == setting["lamp_size"])
@@ -255,7 +237,7 @@ def _plot_trace(w, cfg, summary, plt) -> None:
         continue
       s = got[0]
       steps = [t for t in cfg.probe_steps if f"trace/{t}/probe/embedding/{LIGHT}_mean" in s]
-      for layer in _layers(summary):
+      for layer in LAYERS:
         ax.plot(steps, [s[f"trace/{t}/probe/{layer}/{LIGHT}_mean"] for t in steps], "-o", ms=3,
                 label=layer)
       ax.axhline(chance(LIGHT), color="grey", ls=":")
@@ -283,10 +265,10 @@ def _plot_dose(w, cfg, rows, doses, plt) -> None:
         x, y = zip(*pts)
         ax.plot(np.array(x) + 1, y, "o", ms=4, alpha=0.7,
                 label=f"{setting['loss']} d{setting['embed_dim']}, {steps} steps")
-    grid = np.logspace(0, math.log10(max(r["exposures"] for r in rows) + 1), 200)
-    ax.plot(grid, dose_response.curve(grid - 1, chance=chance(LIGHT), **d["fit"]), "-", lw=1.5,
+    dose_grid = np.logspace(0, math.log10(max(r["exposures"] for r in rows) + 1), 200)
+    ax.plot(dose_grid, dose_response.curve(dose_grid - 1, **d["fit"]), "-", lw=1.5,
             label=f"fit {setting['loss']} d{setting['embed_dim']}")
-  ax.axhline(DOSE_LEVEL, color="grey", ls="--", lw=0.8)
+  ax.axhline(dose_fit.LEVEL, color="grey", ls="--", lw=0.8)
   ax.axhline(chance(LIGHT), color="grey", ls=":")
   ax.set_xscale("log")
   ax.set_xlabel("1 + light-mentioning captions seen in training")
@@ -326,7 +308,6 @@ def _plot_probe_vs_p(w, cfg, summary, pixels, plt) -> None:
 
 def publish(workdir: workdir_lib.Workdir, cfg, rows: list, init_rows: list,
             pixel_rows: list) -> str:
-  from experiments.contrastive import run_name  # pylint: disable=import-outside-toplevel
   summary = summarize(rows, RUN)
   inits = summarize(init_rows, INIT)
   pixels = summarize(pixel_rows, ("lamp_size",))
@@ -343,41 +324,7 @@ def publish(workdir: workdir_lib.Workdir, cfg, rows: list, init_rows: list,
       _plot_trace(w, cfg, summary, plt)
     _plot_dose(w, cfg, rows, [d for d in doses if d], plt)
     _plot_probe_vs_p(w, cfg, summary, pixels, plt)
-    report.plot_loss_curves(w, [(run_name(cfg, r), s) for r in cfg.runs() for s in cfg.seeds])
+    report.plot_loss_curves(w, [(r.name, r.seed) for r in grid(cfg)])
 
   workdir.publish(results, markdown, figures)
   return markdown
-
-
-# -- the second edition re-read with Holm-Bonferroni (third edition) -----------------------------
-HOLM_ATTRS = ("light", "pedestrian", "clouds", "car_color")
-
-
-def holm_reread(results: dict) -> tuple[dict, str]:
-  """A saved second-edition results.json re-read as one family: every run setting x layer x
-  attribute, trained minus its own init paired by seed (``paired``), Holm-Bonferroni at 0.05
-  (``report.holm_family``). Returns the family and its markdown."""
-  rows, init_rows, cfg_steps = results["rows"], results["init_rows"], max(
-      r["steps"] for r in results["rows"])
-  diffs = {}
-  for s in _settings(summarize(rows, RUN)):
-    for p in sorted({r["mention_prob"] for r in rows}):
-      for layer in _layers(None):
-        for attr in HOLM_ATTRS:
-          key = f"probe/{layer}/{attr}"
-          inits = {(i["seed"], i["embed_dim"], i["lamp_size"]): report.flatten(i, sep="/")[key]
-                   for i in init_rows}
-          got = [report.flatten(r, sep="/")[key] - inits[(r["seed"], r["embed_dim"], r["lamp_size"])]
-                 for r in rows if r["mention_prob"] == p and r["steps"] == cfg_steps
-                 and all(r[k] == v for k, v in s.items())]
-          if got:
-            diffs[f"{_setting_name(s)}, p = {p:g}: {layer} {attr}"] = got
-  fam = report.holm_family(diffs)
-  lines = [[k, v["n"], f"{v['mean']:+.3f} ± {v['ci']:.3f}" if v["n"] > 1 else f"{v['mean']:+.3f}",
-            f"{v['p']:.3g}", f"{v['p_holm']:.3g}", "yes" if v["survives"] else ""]
-           for k, v in fam.items()]
-  text = (f"{len(fam)} paired endpoints (trained - init, per setting x p x layer x attribute), "
-          f"Holm-Bonferroni at 0.05: {sum(v['survives'] for v in fam.values())} survive.\n\n"
-          + report.markdown_table(["endpoint", "n", "trained - init (95%)", "p", "Holm p",
-                                   "survives"], lines))
-  return fam, text

@@ -1,5 +1,7 @@
-"""The contrastive study's CLI: the smoke flagfile end to end, and bad flags (sizes that cannot
-fit too) fail before any work."""
+"""The contrastive study's CLI: the smoke flagfile end to end, typed runs named once, the default
+flagfile is the config's default, and bad flags (sizes that cannot fit or run too) fail before
+any work."""
+import dataclasses
 import json
 import os
 import pathlib
@@ -10,6 +12,7 @@ SMOKE = "experiments/configs/contrastive_smoke.flags"
 ATTRS = {"car_color", "light", "pedestrian", "clouds"}
 LAYERS = {"block1_grid", "block1_pool", "block2_grid", "block2_pool", "block3_grid", "block3_pool",
           "penultimate", "embedding"}
+HUGE = "1" * 30
 RUNS = ["clip_p0_d4", "clip_p0_d4_swap", "clip_p1_d4", "clip_p1_d4_swap"]
 
 
@@ -66,18 +69,44 @@ def test_smoke_flagfile_end_to_end(smoke_runs):
 
 
 def test_grid_names_every_run_once():
-  from experiments.contrastive import run_name
+  from experiments import contrastive_runs
   from experiments.contrastive_config import ContrastiveConfig
   cfg = ContrastiveConfig(losses=("clip",), mention_probs=(0.0, 0.01, 1.0), steps=(100, 400),
                           policies=("mention", "swap"), lamp_sizes=(2, 4),
                           duplicate_captions=("negative", "positive"), trace_probs=(0.0,),
-                          workdir="w")
-  runs = cfg.runs()
-  names = [run_name(cfg, r) for r in runs]
-  assert len(runs) == 3 * 2 * 2 * 2 * 2 == len(set(names))
-  assert "clip_p0_d8" in names and "clip_p0.01_d8_swap_lamp4_multipos_t100" in names
-  assert [run_name(cfg, r) for r in runs if r["traced"]] == [
-      n for n in names if n.startswith("clip_p0_") and "_t100" not in n]
+                          seeds=(0, 1), workdir="w")
+  runs = contrastive_runs.grid(cfg)
+  keys = [r.key for r in runs]
+  assert len(runs) == 2 * 3 * 2 * 2 * 2 * 2 == len(set(keys))
+  assert "clip_p0_d8_seed0" in keys and "clip_p0.01_d8_swap_lamp4_multipos_t100_seed1" in keys
+  assert [r.key for r in runs if r.traced] == [
+      k for k in keys if k.startswith("clip_p0_") and "_t100" not in k]
+  # The other rows' keys, derived in the same module (the workdir rows of earlier runs keep them).
+  first = runs[0]
+  assert (first.init_key, contrastive_runs.pixels_key(2, 0)) == ("init_d8_lamp2_seed0",
+                                                                 "pixels_lamp2_seed0")
+  assert first.trace_key(50) == "clip_p0_d8_t100_seed0_step50"
+
+
+def test_the_default_flagfile_is_the_configs_default():
+  """``contrastive.flags`` holds only its header and --workdir: it parses to the dataclass default
+  (workdir aside); the control: a variant flagfile does not."""
+  from absl import flags
+  from experiments import config
+  from experiments.contrastive_config import ContrastiveConfig
+
+  def parse(flagfile):
+    fv = flags.FlagValues()
+    config.define_flags(ContrastiveConfig, fv)
+    fv(["prog", f"--flagfile={flagfile}"])
+    return dataclasses.replace(config.from_flags(ContrastiveConfig, fv), workdir=None)
+
+  default = ContrastiveConfig()
+  assert parse("experiments/configs/contrastive.flags") == default
+  assert parse("experiments/configs/contrastive_dose.flags") != default
+  flags_lines = [line for line in open("experiments/configs/contrastive.flags")
+                 if line.startswith("--")]
+  assert flags_lines == ["--workdir=workdir/contrastive\n"]
 
 
 BAD = [  # (flag named in the error, arguments, text the error states)
@@ -96,11 +125,18 @@ BAD = [  # (flag named in the error, arguments, text the error states)
     # Sizes that cannot fit: refused up front with the estimate, not a traceback minutes later.
     ("embed_dims", ["--embed_dims=999999999999999999999999999999"], "GiB"),
     ("embed_dims", ["--embed_dims=100000000"], "GiB"),
+    # 30-digit sizes and rates: every one named, none reaching numpy or the training loop.
+    *[(flag, [f"--{flag}={HUGE}"], "allowed") for flag in (
+        "steps", "probe_steps", "warmup_steps", "num_train", "num_probe", "num_pairs",
+        "batch_size", "learning_rate", "seeds", "log_every", "checkpoint_every")],
 ]
 CLI_BAD = [  # through the command line: exit code, one line on stderr, the workdir untouched
     ("flagfile", ["--flagfile=experiments/configs/no_such.flags"], "no_such"),
     ("losses", ["--losses=clip,triplet"], "triplet"),
     ("embed_dims", ["--embed_dims=100000000"], "GiB"),
+    ("steps", [f"--steps={HUGE}"], "allowed"),
+    ("num_pairs", [f"--num_pairs={HUGE}"], "GiB"),
+    ("num_train", [f"--num_train={HUGE}"], "GiB"),
 ]
 
 
@@ -113,17 +149,21 @@ def test_bad_flags_are_refused_naming_the_flag():
 
 
 def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(tmp_path):
+  """Through the command line: exit code 2, one line naming the flag, an earlier workdir
+  untouched and a new one never created (no flags.json left behind)."""
   workdir = tmp_path / "earlier"
   workdir.mkdir()
   (workdir / "results.json").write_text('{"study": "contrastive", "rows": ["earlier"]}')
   before = sorted(os.listdir(workdir))
-  procs = [(flag, text, _cli(f"--flagfile={SMOKE}", f"--workdir={workdir}", *args))
+  new = {flag: tmp_path / f"new_{flag}" for flag, args, _ in CLI_BAD if HUGE in args[0]}
+  procs = [(flag, text, _cli(f"--flagfile={SMOKE}", f"--workdir={new.get(flag, workdir)}", *args))
            for flag, args, text in CLI_BAD]
   for flag, text, proc in procs:
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0, flag
+    assert proc.returncode == 2, (flag, proc.returncode)
     lines = err.strip().splitlines()
     assert len(lines) == 1, (flag, err)
     assert lines[0].startswith("error:") and flag in lines[0] and text in lines[0], (flag, lines[0])
+  assert not any(path.exists() for path in new.values()), "a refused run created its workdir"
   assert sorted(os.listdir(workdir)) == before
   assert json.loads((workdir / "results.json").read_text())["rows"] == ["earlier"]
