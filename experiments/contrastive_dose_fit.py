@@ -25,6 +25,7 @@ first directory.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -47,6 +48,7 @@ CHANCE = 1.0 / len(scenes.ATTRIBUTES[LIGHT])
 SETTING = ("loss", "embed_dim", "policy", "lamp_size", "duplicates")
 
 
+@functools.lru_cache(maxsize=None)
 def car_floor(batch_size: int) -> float:
   """E[log K], K = 1 + Bin(batch_size - 1, 1/4): the contrastive loss of a tower that separates the
   car colours and nothing else."""
@@ -74,7 +76,7 @@ def pool(row_lists: Sequence[Sequence[dict]]) -> list[dict]:
   return list(out.values())
 
 
-def fit(rows: Sequence[dict], batch_size: int) -> dict:
+def fit(rows: Sequence[dict], batch_size: int, n_boot: int = N_BOOT) -> dict:
   """The bootstrap fit over the converged runs (``invariance.dose_response.bootstrap``), or
   ``{"error": ...}`` when they are too few or the fit fails."""
   kept = [r for r in rows if converged(r, batch_size)]
@@ -83,7 +85,7 @@ def fit(rows: Sequence[dict], batch_size: int) -> dict:
   try:
     got = dose_response.bootstrap([r["exposures"] for r in kept], [light(r) for r in kept],
                                   CHANCE, LEVEL, groups=[(r["steps"], r["mention_prob"])
-                                                         for r in kept], n_boot=N_BOOT)
+                                                         for r in kept], n_boot=n_boot)
   except (RuntimeError, ValueError) as e:        # reported, not hidden
     return {**out, "error": str(e).splitlines()[0]}
   return {**out, **got}
