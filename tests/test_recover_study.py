@@ -11,9 +11,11 @@ from experiments import config
 from tests import cli
 
 SMOKE = "experiments/configs/recover_smoke.flags"
-METHODS = ["probe", "probe_penultimate", "finetune", "lpft", "lastblock", "scratch"]
+METHODS = ["probe", "probe_penultimate", "finetune", "lpft", "lastblock", "scratch",
+           "finetune_p1", "lastblock_init"]
 REFERENCES = ["p1_probe", "p1_probe_penultimate", "init_probe", "init_probe_penultimate"]
-TRAINED = {"finetune", "lpft", "lastblock", "scratch"}
+TRAINED = {"finetune": "p0", "lpft": "p0", "lastblock": "p0", "scratch": "init",
+           "finetune_p1": "p1", "lastblock_init": "init"}
 
 
 def _cli(*args):
@@ -34,9 +36,9 @@ def test_smoke_flagfile_end_to_end(smoke):
   results = _load(smoke)
   assert results["study"] == "recover"
   rows = results["rows"]
-  # 6 methods + 4 reference curves, n in {8, 32}, seed 0.
+  # 8 methods + 4 reference curves, n in {8, 32}, seed 0.
   assert [r["method"] for r in rows if r["n_labels"] == 8] == METHODS + REFERENCES
-  assert len(rows) == 20 and {r["n_labels"] for r in rows} == {8, 32}
+  assert len(rows) == 24 and {r["n_labels"] for r in rows} == {8, 32}
   for r in rows:
     for key in ("method", "n_labels", "seed", "light_acc", "car_acc", "train_seconds"):
       assert key in r, (key, r)
@@ -48,6 +50,9 @@ def test_smoke_flagfile_end_to_end(smoke):
       best = max(grid, key=lambda g: g["val_acc"])
       assert r["val_acc"] == best["val_acc"] and r["light_acc"] == best["light_acc"]
       assert r["learning_rate"] in (1e-3, 3e-3) and 0 <= r["best_step"] <= r["last_step"] <= 6
+      # Its validation scenes are counted in n: a quarter of them (at least one) validate.
+      assert (r["n_fit"], r["n_val"]) == {8: (6, 2), 32: (24, 8)}[r["n_labels"]]
+      assert r["tower"] == TRAINED[r["method"]]
       for lr in (1e-3, 3e-3):          # its curve, validation included, is in metrics/
         with open(os.path.join(smoke, "metrics", f"{r['method']}_n{r['n_labels']}_lr{lr:g}",
                                "seed0.jsonl")) as f:
@@ -67,7 +72,16 @@ def test_smoke_flagfile_end_to_end(smoke):
   assert set(results["smallest_n"]) == set(METHODS + REFERENCES)
   assert {"grid", "per_seed", "reached", "geo_mean", "low", "high"} <= set(
       results["smallest_n"]["finetune"])
-  assert isinstance(results["collapsed"], list) and len(results["monotone"]) == 4
+  assert isinstance(results["collapsed"], list) and len(results["monotone"]) == 6
+  # Paired differences, per seed, one Holm family each (one seed here: no interval).
+  fam = results["paired"]
+  assert [(e["a"], e["b"], e["x"]) for e in fam["trained"]][:2] == [
+      ("finetune", "scratch", 8), ("finetune", "scratch", 32)]
+  assert len(fam["probes"]) == 8 and len(fam["trained"]) == 10 and len(fam["recaption"]) == 4
+  by = {(r["method"], r["n_labels"]): r["light_acc"] for r in rows}
+  for e in fam["probes"] + fam["trained"]:
+    assert e["mean"] == pytest.approx(by[(e["a"], e["x"])] - by[(e["b"], e["x"])])
+  assert results["timing"]["rows"] == 2 + 24 + 9
   assert [(p["tower"], p["source"]) for p in results["pretrain"]] == [
       ("p0", "pretrained here"), ("p1", "pretrained here")]
   md = open(os.path.join(smoke, "results.md")).read()
@@ -125,12 +139,15 @@ def _parse(*argv):
     ("--references=p2", "--references=p2: unknown 'p2'; allowed: one or more of p1, init"),
     ("--recaption_starts=p0,p5", "unknown 'p5'; allowed: one or more of p0, init, p1"),
     ("--methods=probe,recaption", "unknown 'recaption'"),
-    ("--early_stopping_every=0", "--early_stopping_every=0: allowed: an integer >= 1"),
-    ("--early_stopping_every=7", "--early_stopping_every=7: allowed: <= --tune_steps=6"),
-    ("--early_stopping_patience=0", "--early_stopping_patience=0: allowed: an integer >= 1"),
+    ("--eval_every=0", "--eval_every=0: allowed: an integer >= 1"),
+    ("--eval_every=7", "--eval_every=7: allowed: <= --tune_steps=6"),
+    ("--patience=0", "--patience=0: allowed: an integer >= 1"),
+    ("--min_delta=-0.1", "--min_delta=-0.1: allowed: a number >= 0.0 and <= 1.0"),
+    ("--val_fraction=0", "--val_fraction=0.0: allowed: a number > 0 and <= 0.5"),
+    ("--val_fraction=0.75", "--val_fraction=0.75: allowed: a number > 0 and <= 0.5"),
+    ("--n_labels=1,8", "--n_labels=1,8: allowed: every n >= 2 with trained methods"),
     ("--recaption_warmup_steps=2", "--recaption_warmup_steps=2: allowed: < the smallest "
      "--recaption_steps (2)"),
-    ("--num_val=4", "--num_val=4: allowed: an integer >= 8"),
 ])
 def test_new_flags_are_one_line_errors(arg, needle):
   with pytest.raises(config.FlagError) as e:
@@ -139,9 +156,67 @@ def test_new_flags_are_one_line_errors(arg, needle):
 
 
 def test_empty_references_and_starts_are_allowed():
-  cfg = _parse("--references=", "--recaption_starts=", "--early_stopping_every=99",
-               "--methods=probe")              # no trained method: the cap does not apply
-  assert cfg.references == () and cfg.recaption_starts == () and not cfg.uses_p1
+  cfg = _parse("--references=", "--recaption_starts=", "--eval_every=99", "--n_labels=1,8",
+               "--methods=probe")      # no trained method: the cap and the split do not apply
+  assert cfg.references == () and cfg.recaption_starts == () and cfg.towers == ("p0",)
+  assert _parse("--methods=probe,finetune_p1", "--references=", "--recaption_starts=").towers == (
+      "p0", "p1")
+
+
+def test_the_default_flagfile_is_the_config_default():
+  """recover.flags holds only its header and --workdir: it parses to the dataclass defaults."""
+  from experiments import recover_config
+  fv = flags.FlagValues()
+  config.define_flags(recover_config.RecoverConfig, fv)
+  fv(["prog", f"--flagfile={os.path.join(cli.ROOT, 'experiments/configs/recover.flags')}"])
+  cfg = config.from_flags(recover_config.RecoverConfig, fv)
+  assert cfg == recover_config.RecoverConfig(workdir="workdir/recover")
+  assert cfg.n_labels == (32, 128, 512) and cfg.seeds == (0, 1, 2, 3, 4)
+  assert (cfg.eval_every, cfg.patience, cfg.min_delta) == (25, 8, 0.005)
+  assert cfg != recover_config.RecoverConfig(workdir="workdir/recover", n_labels=(32, 128))
+
+
+def test_validation_labels_are_counted_in_n():
+  from experiments import recover_config
+  cfg = recover_config.RecoverConfig()
+  assert [cfg.split(n) for n in (2, 8, 32, 128, 512)] == [(1, 1), (6, 2), (24, 8), (96, 32),
+                                                          (384, 128)]
+
+
+def test_non_finite_features_are_the_one_line_exit_3_error():
+  """A run whose parameters diverged (finite loss) must not hand NaN to scikit-learn: the
+  FloatingPointError the CLI turns into exit 3; finite features (the control) pass."""
+  import numpy as np
+  from experiments import recover_rows
+  ok = {"pool": np.ones((4, 3)), "test": np.zeros((2, 3))}
+  recover_rows.finite(ok, "run")
+  with pytest.raises(FloatingPointError, match="^run: features of test are not finite") as e:
+    recover_rows.finite({**ok, "test": np.array([[1.0, np.nan, 0.0]])}, "run")
+  assert "\n" not in str(e.value)
+  with pytest.raises(FloatingPointError):
+    recover_rows.finite({**ok, "pool": np.full((4, 3), np.inf)}, "run")
+
+
+def test_paired_families_against_hand_computed_values():
+  """Two seeds: the per-seed differences, their t-interval (t(0.975, 1) = 12.706) and Holm across
+  the family, computed by hand; curves or seeds missing on one side are left out."""
+  from experiments import recover_report
+  values = {("a", 1): {0: 0.9, 1: 0.8}, ("b", 1): {0: 0.5, 1: 0.6},
+            ("a", 2): {0: 0.7, 1: 0.7}, ("b", 2): {0: 0.6, 1: 0.8, 2: 0.1}}
+  fam = recover_report.paired_family(values, [("a", "b"), ("a", "c")], [1, 2])
+  assert [(e["a"], e["b"], e["x"]) for e in fam] == [("a", "b", 1), ("a", "b", 2)]
+  one, two = fam
+  assert one["mean"] == pytest.approx(0.3) and two["mean"] == pytest.approx(0.0)
+  assert one["sd"] == pytest.approx(0.1 * 2 ** 0.5)          # differences 0.4 and 0.2
+  assert one["ci"] == pytest.approx(12.7062047 * 0.1 * 2 ** 0.5 / 2 ** 0.5)
+  assert two["n"] == 2 and two["p"] == pytest.approx(1.0)     # differences 0.1 and -0.1
+  # one: t = 0.3 / 0.1 = 3 with 1 dof, p = 2 * (1/2 - atan(3) / pi) = 0.2048; Holm x 2.
+  assert one["p"] == pytest.approx(0.204833, abs=1e-6)
+  assert one["p_holm"] == pytest.approx(2 * 0.204833, abs=1e-6) and not one["survives"]
+  assert recover_report.fmt_diff(one) == "+0.300 ± 1.271"
+  assert not recover_report.excludes_zero(one)
+  assert recover_report.excludes_zero(dict(one, ci=0.2)) and "†" in recover_report.fmt_diff(
+      dict(one, survives=True))
 
 
 BAD = [  # (flag named in the error, arguments)
@@ -150,6 +225,7 @@ BAD = [  # (flag named in the error, arguments)
     ("pretrained_workdir", ["--pretrained_workdir=/no/such/contrastive/workdir"]),
     ("flagfile", ["--flagfile=experiments/configs/no_such.flags"]),
     ("embed_dim", ["--embed_dim=999999999999999999999999999999"]),    # states the estimate
+    ("recaption_learning_rate", ["--recaption_learning_rate=" + "9" * 30]),
 ]
 
 
