@@ -28,8 +28,6 @@ size that cannot fit before any work).
 """
 from __future__ import annotations
 
-import functools
-
 from typing import Any, Callable, Optional, Sequence
 
 import chex
@@ -169,9 +167,10 @@ def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None,
   """``loss_fn(params, batch, rng) -> (loss, aux)`` for ``train.fit`` (batch: images, tokens).
 
   ``train.fit`` jits over the global batch (XLA partitions it), so ``axis_name`` stays None there;
-  pass one only when calling the loss per device under ``shard_map`` / ``pmap``. With the global
-  ``batch_size`` given, a batch of ``tiled_threshold`` or more uses the tiled loss
-  (``contrastive.loss_by_name``), which never holds the B x B logits. ``multi_positive``: pairs
+  pass one only when calling the loss per device under ``shard_map`` / ``pmap``. The loss is
+  ``contrastive.loss_by_name``'s: for CLIP without ``axis_name``, ``clip_loss_fused``; with the
+  global ``batch_size`` given, a batch of ``tiled_threshold`` or more uses the tiled loss, which
+  never holds the B x B logits. ``multi_positive``: pairs
   whose captions are identical are positives, not negatives (``contrastive.*_multi_positive``;
   one device, materialised logits, so not with ``axis_name`` or the tiled loss).
   """
@@ -186,10 +185,8 @@ def make_loss_fn(model: DualEncoder, axis_name: Optional[str] = None,
     loss = lambda img, txt, *scalars, tokens: multi(img, txt, *scalars,
                                                    contrastive.same_rows(tokens))
   else:
-    plain = (contrastive.loss_by_name(model.loss, batch_size, tiled_threshold, axis_name=axis_name)
-             if batch_size is not None else
-             functools.partial({"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}[
-                 model.loss], axis_name=axis_name))
+    plain = contrastive.loss_by_name(model.loss, batch_size or 1,
+                                     tiled_threshold if batch_size else 0, axis_name=axis_name)
     loss = lambda img, txt, *scalars, tokens: plain(img, txt, *scalars)
 
   def loss_fn(params, batch, rng):

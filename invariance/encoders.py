@@ -2,7 +2,8 @@
 and ``__call__ = classify(embed(x))``, so orbit averaging can wrap the feature extractor.
 
 * ``MLP``           - no invariance. Its first layer is a ``FlatDense`` so the orbit module can
-                      compute its responses to every cyclic shift at once (see ``orbit.py``).
+                      compute its responses to every cyclic shift at once
+                      (``invariance.kernels.translation_orbit``).
 * ``CircularCNN``   - circular padding, stride 1, global average pool: hard invariance to cyclic
                       translations (the pool is the operation that makes it invariant).
 * ``FlatCNN``       - the control: same convolutions, zero padding, flatten head. Not invariant.
@@ -11,15 +12,15 @@ and ``__call__ = classify(embed(x))``, so orbit averaging can wrap the feature e
 
 Convolutions: ``conv_path`` picks the implementation by backend - XLA's own convolution on GPU
 and TPU (cuDNN, the TPU's convolution units; circular padding as an explicit wrap, then a VALID
-conv), the chunked im2col matmuls on CPU, which are faster there (BENCHMARKS.md). Both compute the
-same function with the same parameters (tested equal in values and gradients on CPU).
+conv), the chunked im2col matmuls on CPU (``invariance.kernels.im2col_conv``), which are faster
+there (BENCHMARKS.md). Both compute the same function with the same parameters (tested equal in
+values and gradients on CPU).
 
 Precision: ``dtype`` (None: float32) is the computation dtype of the towers (e.g.
 ``jnp.bfloat16``); parameters stay float32 (cast at use), so optimizer state is float32 too.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -28,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from invariance import groups as groups_lib
+from invariance.kernels import im2col_conv
+from invariance.kernels import translation_orbit
 
 
 class FlatDense(nn.Module):
@@ -53,139 +56,8 @@ class FlatDense(nn.Module):
     """Responses to every cyclic shift of the input: (N, H*W, F), row ``dy*W + dx`` for
     ``roll(x, (dy, dx))``. A circular cross-correlation of x with the kernel,
     out[d] = sum_u x[u] k[u + d], computed with real-DFT matmuls (see ``_shift_responses``)."""
-    n, h, w, _ = x_NHWC.shape
     kernel, bias = self.params_for(x_NHWC.shape[1:])
-    minv = jnp.asarray(_dft_constants(h, w)[4])
-    out = _shift_responses(_shift_lhs(x_NHWC), _shift_rhs(kernel), minv, bias)   # W, N, H, F
-    return out.transpose(1, 2, 0, 3).reshape(n, h * w, self.features)
-
-
-# -- fast translation orbit of a dense first layer ------------------------------------------------
-# XLA:CPU's FFT is slow and memory-bound, so the circular cross-correlation is done with matmuls:
-#   * a real DFT along W (cos / -sin rows for k = 0..W//2) of the image and of the kernel;
-#   * per frequency, the correlation along H as one matmul against a circulant of the image
-#     (rows (n, dy), contraction (re/im, v, c)) -> Q: the W real coefficients (13 re + 11 im for
-#     W = 24) of every response;
-#   * the inverse real DFT along W as a (W x W) matmul that writes rows in (dx, n, dy) order, the
-#     layout the next Dense consumes with no transpose.
-# Exact up to float rounding: out[dx] = 1/W sum_k c_k Re(conj(X_k) K_k e^{2 pi i k dx / W}).
-
-
-def _dft_constants(h: int, w: int):
-  kf = np.arange(w // 2 + 1)
-  ang = 2 * np.pi * np.outer(kf, np.arange(w)) / w
-  cos_m, sin_m = np.cos(ang), -np.sin(ang)                     # X_k = sum_u x_u e^{-i ang}
-  k_im = kf[(kf > 0) & (2 * kf != w)]                          # frequencies with an imaginary part
-  row_k = np.concatenate([kf, k_im])                           # W rows: re parts, then im parts
-  row_im = np.concatenate([np.zeros(kf.size, bool), np.ones(k_im.size, bool)])
-  c = np.where((kf == 0) | (2 * kf == w), 1.0, 2.0)
-  dx = np.arange(w)
-  minv = np.concatenate([c * np.cos(2 * np.pi * np.outer(dx, kf) / w),
-                         -2.0 * np.sin(2 * np.pi * np.outer(dx, k_im) / w)], axis=1) / w
-  circ = (np.arange(h)[None, :] - np.arange(h)[:, None]) % h   # [dy, v] -> v - dy
-  return (cos_m.astype(np.float32), sin_m.astype(np.float32), row_k, row_im,
-          minv.astype(np.float32), circ)
-
-
-def _shift_lhs(x_NHWC):
-  """(W rows, N, H, 2*H*C): the image's W-DFT, circulant along H."""
-  n, h, w, c = x_NHWC.shape
-  cos_m, sin_m, row_k, _, _, circ = _dft_constants(h, w)
-  xr = jnp.einsum("nuxc,kx->nkuc", x_NHWC, cos_m)
-  xi = jnp.einsum("nuxc,kx->nkuc", x_NHWC, sin_m)
-  xx = jnp.stack([xr, xi], axis=2)[:, :, :, circ]              # n, k, part, dy, v, c
-  xx = xx.transpose(1, 0, 3, 2, 4, 5)[row_k]                   # rows, n, dy, part, v, c
-  return xx.reshape(w, n, h, 2 * h * c)
-
-
-def _shift_rhs(kernel_HWCF):
-  """(W rows, 2*H*C, F): the kernel's W-DFT, combined so that lhs @ rhs = conj(X) K per row."""
-  h, w, c, f = kernel_HWCF.shape
-  cos_m, sin_m, row_k, row_im, _, _ = _dft_constants(h, w)
-  kr = jnp.einsum("vxcf,kx->kvcf", kernel_HWCF, cos_m)[row_k]
-  ki = jnp.einsum("vxcf,kx->kvcf", kernel_HWCF, sin_m)[row_k]
-  im = jnp.asarray(row_im)[:, None, None, None]
-  # re: Xr Kr + Xi Ki ; im: Xr Ki - Xi Kr
-  return jnp.stack([jnp.where(im, ki, kr), jnp.where(im, -kr, ki)], axis=1).reshape(w, 2 * h * c, f)
-
-
-def _shift_responses(lhs, rhs, minv, bias):
-  """Pre-activations of every shift: (W[dx], n, H[dy], F)."""
-  w, n, h, k = lhs.shape
-  f = rhs.shape[-1]
-  q = jnp.matmul(lhs.reshape(w, n * h, k), rhs)                # W rows, n*H, F
-  return jnp.matmul(minv, q.reshape(w, n * h * f)).reshape(w, n, h, f) + bias
-
-
-def _image_chunks(a, nb):
-  """(W, N, ...) -> (nb, W, N // nb, ...)."""
-  return a.reshape((a.shape[0], nb, a.shape[1] // nb) + a.shape[2:]).swapaxes(0, 1)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _orbit_mean(lhs, rhs, minv, bias, rest, nb):
-  """mean over all shifts of relu(...relu(first(shift)) W_i + b_i...), in ``nb`` chunks of images,
-  so every per-shift activation stays in cache. -> (N, F)."""
-  return _orbit_mean_fwd(lhs, rhs, minv, bias, rest, nb)[0]
-
-
-def _orbit_mean_fwd(lhs, rhs, minv, bias, rest, nb):
-  def body(_, lhs_c):
-    o = _shift_responses(lhs_c, rhs, minv, bias)
-    w, nc, h, f = o.shape
-    z = nn.relu(o).reshape(w * nc * h, f)
-    saved = [z]                                   # each matmul input; its sign is relu's mask
-    for i, (kernel, b) in enumerate(rest):
-      zp = z @ kernel + b
-      z = nn.relu(zp)
-      saved.append(z if i < len(rest) - 1 else zp > 0)
-    return None, (z.reshape(w, nc, h, -1).mean(axis=(0, 2)), saved)
-
-  _, (feats, saved) = jax.lax.scan(body, None, _image_chunks(lhs, nb))
-  return feats.reshape(lhs.shape[1], -1), (lhs, rhs, minv, bias, rest, saved)
-
-
-def _orbit_mean_bwd(nb, res, g):
-  lhs, rhs, minv, bias, rest, saved = res
-  w, n, h, k = lhs.shape
-  g_chunks = g.reshape(nb, n // nb, -1) / (w * h)
-
-  def body(acc, inp):
-    d_rhs, d_bias, d_ws, d_bs = acc
-    lhs_c, g_c, sv = inp
-    nc = g_c.shape[0]
-    last_mask = sv[-1] if rest else sv[0] > 0
-    dz = (last_mask.reshape(w, nc, h, -1) * g_c[None, :, None, :]).reshape(w * nc * h, -1)
-    d_ws, d_bs = list(d_ws), list(d_bs)
-    for i in reversed(range(len(rest))):
-      z_in, (kernel, _) = sv[i], rest[i]
-      d_ws[i] = d_ws[i] + z_in.T @ dz
-      d_bs[i] = d_bs[i] + dz.sum(0)
-      dz = (dz @ kernel.T) * (z_in > 0)
-    f = dz.shape[-1]
-    dq = (minv.T @ dz.reshape(w, nc * h * f)).reshape(w, nc * h, f)
-    d_rhs = d_rhs + jnp.matmul(lhs_c.reshape(w, nc * h, k).swapaxes(1, 2), dq)
-    d_lhs = jnp.matmul(dq, rhs.swapaxes(1, 2)).reshape(w, nc, h, k)   # dead code unless d/dx
-    return (d_rhs, d_bias + dz.sum(0), tuple(d_ws), tuple(d_bs)), d_lhs
-
-  acc = (jnp.zeros_like(rhs), jnp.zeros_like(bias), tuple(jnp.zeros_like(kr) for kr, _ in rest),
-         tuple(jnp.zeros_like(b) for _, b in rest))
-  (d_rhs, d_bias, d_ws, d_bs), d_lhs = jax.lax.scan(body, acc, (_image_chunks(lhs, nb), g_chunks,
-                                                             saved))
-  d_lhs = d_lhs.swapaxes(0, 1).reshape(lhs.shape)
-  return (d_lhs, d_rhs, jnp.zeros_like(minv), d_bias,
-          [(a, b) for a, b in zip(d_ws, d_bs)])
-
-
-_orbit_mean.defvjp(lambda *a: _orbit_mean_fwd(*a[:5], a[5]), _orbit_mean_bwd)
-
-_ROWS_PER_CHUNK = 1152     # shifted copies per scan step (2 images of 24 x 24): fits in cache
-
-
-def _num_chunks(n: int, order: int) -> int:
-  per = max(1, _ROWS_PER_CHUNK // order)
-  per = max(d for d in range(1, min(per, n) + 1) if n % d == 0)
-  return n // per
+    return translation_orbit.shift_responses(x_NHWC, kernel, bias)
 
 
 class MLP(nn.Module):
@@ -219,13 +91,10 @@ class MLP(nn.Module):
     with a hand-written backward pass that keeps only each matmul's input."""
     if self.is_initializing():
       return self.embed_translation_orbit(x_NHWC).mean(axis=1)
-    n, h, w, _ = x_NHWC.shape
     kernel, bias = self.first.params_for(x_NHWC.shape[1:])
     rest = [(layer.variables["params"]["kernel"], layer.variables["params"]["bias"])
             for layer in self.rest]
-    minv = jnp.asarray(_dft_constants(h, w)[4])
-    return _orbit_mean(_shift_lhs(x_NHWC), _shift_rhs(kernel), minv, bias, rest,
-                       _num_chunks(n, h * w))
+    return translation_orbit.orbit_mean(x_NHWC, kernel, bias, rest)
 
   def classify(self, features):
     return self.head(features)
@@ -240,99 +109,6 @@ def circular_pad(x_NHWC, pad: int):
     return x_NHWC
   x = jnp.concatenate([x_NHWC[:, -pad:], x_NHWC, x_NHWC[:, :pad]], axis=1)
   return jnp.concatenate([x[:, :, -pad:], x, x[:, :, :pad]], axis=2)
-
-
-def _pad_axis(x, p: int, axis: int, wrap: bool):
-  """``p`` rows of padding on both ends of ``axis``: wrapped around (``wrap``) or zeros."""
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (p, p)
-  return jnp.pad(x, widths, mode="wrap" if wrap else "constant")
-
-
-def _patches(x_NHWC, k: int, wrap: bool = True):
-  """im2col: (N, H, W, k*k*C), tap (i, j) = x[y + i - k//2, x + j - k//2] (wrapped or zero).
-
-  Built in two passes, each a stack of slices of a once-padded copy: the k horizontal taps
-  (N, H, W, k, C), then the k vertical taps of those. XLA:CPU copies these as contiguous runs;
-  a single concatenation of k*k rolled copies compiles to a slower element-wise loop."""
-  n, h, w, c = x_NHWC.shape
-  p = k // 2
-  xw = _pad_axis(x_NHWC, p, 2, wrap)
-  rows = jnp.stack([xw[:, :, j:j + w] for j in range(k)], 3)
-  rows = _pad_axis(rows, p, 1, wrap)
-  return jnp.stack([rows[:, i:i + h] for i in range(k)], 3).reshape(n, h, w, k * k * c)
-
-
-_IMAGES_PER_CHUNK = 8      # 8 x 24 x 24 patch rows of 9 * 32 floats per matmul (see BENCHMARKS.md)
-
-
-def _batch_chunks(n: int) -> int:
-  return n // max(d for d in range(1, min(_IMAGES_PER_CHUNK, n) + 1) if n % d == 0)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _patch_conv(x_NHWC, kernel_KKIO, bias_O, nb, wrap, relu):
-  """Cross-correlation (stride 1, odd k, wrap-around or zero "SAME" padding) plus bias, then ReLU
-  (``relu``), as im2col matmuls over ``nb`` chunks of images, so the patches, the bias and the
-  ReLU stay in cache."""
-  k, _, _, o = kernel_KKIO.shape
-  w = kernel_KKIO.reshape(-1, o)
-
-  def chunk(xc):
-    y = _patches(xc, k, wrap) @ w + bias_O
-    return jnp.maximum(y, 0) if relu else y
-
-  y = jax.lax.map(chunk, x_NHWC.reshape((nb, -1) + x_NHWC.shape[1:]))
-  return y.reshape(x_NHWC.shape[:3] + (o,))
-
-
-def _patch_conv_fwd(x_NHWC, kernel_KKIO, bias_O, nb, wrap, relu):
-  # symbolic_zeros: the primals come wrapped, with ``perturbed`` telling whether a gradient can
-  # flow into them; the input gradient is skipped for data (the first layer), a third of its cost.
-  x, kernel, bias = x_NHWC.value, kernel_KKIO.value, bias_O.value
-  y = _patch_conv(x, kernel, bias, nb, wrap, relu)
-  return y, (x, kernel, y if relu else None, x_NHWC.perturbed,
-             kernel_KKIO.perturbed or bias_O.perturbed)
-
-
-def _patch_conv_bwd(nb, wrap, relu, res, dy):
-  # One patch matrix of dy serves both gradients. With P = patches(dy), block t holding
-  # dy[q + off_t]: dx = P @ (the flipped, transposed kernel), and dW_t = sum_p x[p + off_t]^T dy[p]
-  # = sum_q x[q]^T dy[q - off_t] = (x^T P)'s block for the opposite offset, k*k - 1 - t (the
-  # padding, wrapped or zero, is the same on both sides of that substitution).
-  x, kernel, y, need_dx, need_dw = res
-  if isinstance(dy, jax.custom_derivatives.SymbolicZero):
-    return None, None, None
-  k, _, i, o = kernel.shape
-  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * o, i)
-
-  def body(acc, inp):
-    dw, db = acc
-    xc, dyc = inp[:2]
-    if relu:
-      dyc = jnp.where(inp[2] > 0, dyc, 0)
-    db = db + dyc.reshape(-1, o).sum(0)
-    if not need_dx:          # the data's layer: patches of its few input channels are cheaper
-      return (dw + _patches(xc, k, wrap).reshape(-1, k * k * i).T @ dyc.reshape(-1, o), db), None
-    p = _patches(dyc, k, wrap).reshape(-1, k * k * o)
-    if need_dw:
-      dw = dw + _from_dy_patches(xc.reshape(-1, i).T @ p, k)
-    return (dw, db), (p @ flipped).reshape(xc.shape)
-
-  chunk = lambda a: a.reshape((nb, -1) + a.shape[1:])
-  zeros = (jnp.zeros((k * k * i, o), kernel.dtype), jnp.zeros((o,), kernel.dtype))
-  (dw, db), dx = jax.lax.scan(body, zeros, (chunk(x), chunk(dy)) + ((chunk(y),) if relu else ()))
-  return ((dx.reshape(x.shape) if need_dx else None),
-          *((dw.reshape(kernel.shape), db) if need_dw else (None, None)))
-
-
-def _from_dy_patches(xt_p, k: int):
-  """(I, k*k*O) = x^T patches(dy) -> dW as (k*k*I, O): block t is dW for the opposite tap."""
-  i, o = xt_p.shape[0], xt_p.shape[1] // (k * k)
-  return xt_p.reshape(i, k * k, o)[:, ::-1].transpose(1, 0, 2).reshape(k * k * i, o)
-
-
-_patch_conv.defvjp(_patch_conv_fwd, _patch_conv_bwd, symbolic_zeros=True)
 
 
 CONV_PATHS = ("auto", "native", "im2col")
@@ -351,7 +127,7 @@ def conv_path(requested: str = "auto", backend: Optional[str] = None) -> str:
 
 
 def _native_conv(x_NHWC, kernel_KKIO, bias_O, wrap: bool, relu: bool):
-  """The same function as ``_patch_conv`` through ``lax.conv_general_dilated``: wrap-around
+  """The same function as ``im2col_conv.patch_conv`` through ``lax.conv_general_dilated``: wrap-around
   padding made explicit (then VALID), or zero "SAME" padding. The bias is added in its own
   (float32) precision, so that its gradient, a sum over every position of the batch, is not
   accumulated in bfloat16 (measured: 50-90% off for a 128 x 24 x 24 batch); the output has the
@@ -388,8 +164,7 @@ class PatchConv(nn.Module):
     x_NHWC, kernel = x_NHWC.astype(dt), kernel.astype(dt)
     if conv_path(self.impl) == "native":
       return _native_conv(x_NHWC, kernel, bias, self.circular, self.relu)
-    return _patch_conv(x_NHWC, kernel, bias.astype(dt), _batch_chunks(x_NHWC.shape[0]),
-                       self.circular, self.relu)
+    return im2col_conv.patch_conv(x_NHWC, kernel, bias.astype(dt), self.circular, self.relu)
 
 
 DOWNSAMPLING = ("none", "stride", "aps")

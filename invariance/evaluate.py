@@ -1,12 +1,6 @@
 """Evaluators shared by the studies (importable from a notebook; no absl).
 
 * ``batched_apply(fn, images, batch)`` - any function over fixed-size, zero-padded batches.
-* ``probe_layers(features_fn, train, test, layers)`` - linear probes (``invariance.probes``), one
-  per attribute, on each named layer of a feature function: what each layer keeps. Run it on the
-  trained and on the initial parameters of the same network: "removed" needs "was there before".
-* ``pair_invariance(embed_fn, pairs)`` - mean cosine between the embeddings of counterfactual
-  pairs (scenes that differ in one attribute only), per attribute, with its control: the same
-  embeddings against unrelated partners.
 * ``layer_report(features_fn, train, test, pairs, layers)`` - for every layer and attribute, a
   ridge probe with cross-validated regularisation (``probes.ridge_probes``) and the paired
   counterfactual sensitivity (``pair_sensitivity``): run it on the trained and the initial
@@ -22,7 +16,6 @@ from typing import Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from invariance import metrics
 from invariance import probes
 
 
@@ -36,42 +29,6 @@ def batched_apply(fn, images, batch: int):
   outs = [jax.device_get(fn(jax.tree.map(lambda a: a[i:i + batch], padded)))
           for i in range(0, n + (-n % batch), batch)]
   return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
-
-
-def probe_layers(features_fn: Callable, train: tuple, test: tuple, layers: Mapping[str, str],
-                 batch: int = 500) -> dict[str, dict[str, float]]:
-  """``{name: {attribute: held-out probe accuracy}}`` for each ``name: layer`` of ``layers``;
-  ``train`` and ``test`` are ``(images (N, ...), {attribute: labels (N,)})``.
-
-  ``features_fn(images) -> {layer: (N, ...) features}`` is applied once per split; a probe is fit
-  on the training split's features of ``layer`` and scored on the test split's.
-  """
-  (x_tr, attrs_tr), (x_te, attrs_te) = train, test
-  f_tr, f_te = batched_apply(features_fn, x_tr, batch), batched_apply(features_fn, x_te, batch)
-  missing = sorted(set(layers.values()) - set(f_tr))
-  if missing:
-    raise ValueError(f"layers {missing} are not among the features {sorted(f_tr)}; allowed: "
-                     "names of features_fn's outputs")
-  return {name: probes.probe_all(f_tr[layer], attrs_tr, f_te[layer], attrs_te)
-          for name, layer in layers.items()}
-
-
-def pair_invariance(embed_fn: Callable, pairs: Mapping[str, tuple], batch: int = 500
-                    ) -> tuple[dict[str, float], float]:
-  """``({attribute: mean cos(embed(a), embed(b))}, unpaired)`` over the counterfactual pairs
-  ``{attribute: (images_a, images_b)}``: 1 when the embedding ignores the attribute.
-
-  ``unpaired`` (the control: what "similar" means for this embedding) is the same measure on the
-  first attribute's embeddings with each ``b`` moved to the next pair, i.e. unrelated scenes.
-  """
-  per_attribute, unpaired = {}, None
-  for attribute, (images_a, images_b) in pairs.items():
-    emb_a_ND = batched_apply(embed_fn, images_a, batch)
-    emb_b_ND = batched_apply(embed_fn, images_b, batch)
-    per_attribute[attribute] = float(metrics.embedding_invariance(emb_a_ND, emb_b_ND))
-    if unpaired is None:
-      unpaired = float(metrics.embedding_invariance(emb_a_ND, np.roll(emb_b_ND, 1, axis=0)))
-  return per_attribute, unpaired
 
 
 def pair_sensitivity(feats_a: Mapping[str, np.ndarray], feats_b: Mapping[str, np.ndarray]

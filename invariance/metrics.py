@@ -1,7 +1,7 @@
-"""Accuracy, invariance error, circular consistency and embedding invariance."""
+"""Accuracy and invariance error."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,22 +38,3 @@ def invariance_errors(fn: Callable, x_NHWC, group: groups_lib.Group, elements=No
 def invariance_error(fn: Callable, x_NHWC, group: groups_lib.Group, elements=None) -> jnp.ndarray:
   """Worst relative change of fn's output over the orbit (0 for an exactly invariant fn)."""
   return jnp.max(invariance_errors(fn, x_NHWC, group, elements))
-
-
-def circular_consistency(key, fn: Callable, x_NHWC, group: groups_lib.Group, support=None):
-  """Probability that argmax fn is unchanged between two random group elements per example."""
-  k1, k2 = jax.random.split(key)
-  n = x_NHWC.shape[0]
-  a = jnp.argmax(fn(group.act(group.sample(k1, (n,), support), x_NHWC)), -1)
-  b = jnp.argmax(fn(group.act(group.sample(k2, (n,), support), x_NHWC)), -1)
-  return jnp.mean((a == b).astype(jnp.float32))
-
-
-def embedding_invariance(emb_a_ND, emb_b_ND, mask_N: Optional[jnp.ndarray] = None):
-  """Mean cosine similarity between paired embeddings (1 = the pair is indistinguishable)."""
-  a = emb_a_ND / jnp.maximum(jnp.linalg.norm(emb_a_ND, axis=-1, keepdims=True), 1e-12)
-  b = emb_b_ND / jnp.maximum(jnp.linalg.norm(emb_b_ND, axis=-1, keepdims=True), 1e-12)
-  cos = jnp.sum(a * b, -1)
-  if mask_N is None:
-    return cos.mean()
-  return (cos * mask_N).sum() / jnp.maximum(mask_N.sum(), 1.0)

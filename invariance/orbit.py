@@ -143,13 +143,5 @@ def jensen_gap(model: nn.Module, params, x_NHWC, labels, group: groups_lib.Group
   return orbit_loss, aug_loss
 
 
-def check_num_samples(num_samples: int, group: groups_lib.Group, flag: str = "orbit_samples"):
-  """Raise if a sampled orbit asks for more draws than the group has elements."""
-  if not 1 <= num_samples <= group.order:
-    raise ValueError(f"--{flag}={num_samples} must be in [1, {group.order}] (the order of the "
-                     f"{group.name} group)")
-  return num_samples
-
-
 __all__ = ["OrbitModel", "orbit_features", "translation_orbit_features", "sample_elements",
-           "sampled_orbit_features", "augmented_logits", "jensen_gap", "check_num_samples", "MODES"]
+           "sampled_orbit_features", "augmented_logits", "jensen_gap", "MODES"]

@@ -106,17 +106,6 @@ def ridge_probes(features_train, attrs_train: Mapping[str, np.ndarray], features
   return out
 
 
-def probe_all(features_train, attrs_train: Mapping[str, np.ndarray], features_test,
-              attrs_test: Mapping[str, np.ndarray], c: float = 1.0) -> dict[str, float]:
-  """``{attribute: held-out accuracy}`` of one linear probe per attribute on the same features."""
-  missing = sorted(set(attrs_train) ^ set(attrs_test))
-  if missing:
-    raise ValueError(f"attrs_train and attrs_test differ in attributes {missing}; allowed: the "
-                     "same attribute keys")
-  return {name: linear_probe(features_train, attrs_train[name], features_test, attrs_test[name], c)
-          for name in attrs_train}
-
-
 def chance(labels) -> float:
   """Accuracy of always predicting the most frequent label (the probe's floor)."""
   _, counts = np.unique(np.asarray(labels), return_counts=True)

@@ -12,11 +12,29 @@ from invariance import metrics
 
 
 def assert_invariant(fn: Callable, group: groups_lib.Group, x_NHWC, rtol: float = 1e-5,
-                     elements=None) -> float:
-  """Assert ||fn(g.x) - fn(x)|| <= rtol * ||fn(x)|| for EVERY element g (or the given ones).
+                     elements=None, per_example: bool = False, draws: int = 4,
+                     seed: int = 0) -> float:
+  """Assert that ``fn`` (a batch of images -> one output row per example) is invariant under
+  ``group``; returns the worst relative error, raises AssertionError naming it otherwise.
 
-  Returns the worst relative error; raises AssertionError naming the worst element otherwise.
+  Default mode: ||fn(g.x) - fn(x)|| <= rtol * ||fn(x)|| (Frobenius over the batch) for EVERY
+  element g (or the given ``elements``), one element applied to the whole batch.
+  ``per_example=True``: ``draws`` times, every example gets its own random element (numpy seed
+  ``seed``) and each output row must satisfy the bound against its own row of fn(x): a function
+  that couples the examples of a batch (batch statistics, attention across the batch) can pass the
+  default mode and fail this one.
+
+  A function whose output does not depend on its input (the same output for x and for another
+  batch) is refused with a ValueError: no invariance check can fail for it.
   """
+  x_NHWC = np.asarray(x_NHWC)
+  ref = np.asarray(fn(x_NHWC), np.float64).reshape(len(x_NHWC), -1)
+  other = np.asarray(fn(1.7 * x_NHWC[::-1] + 0.3), np.float64).reshape(ref.shape)
+  if np.linalg.norm(other - ref) <= rtol * max(np.linalg.norm(ref), 1e-12):
+    raise ValueError("fn gives the same output for a different batch (a constant function): an "
+                     "invariance check cannot fail for it; allowed: a function of its input")
+  if per_example:
+    return _assert_invariant_per_example(fn, group, x_NHWC, ref, rtol, draws, seed)
   errs = np.asarray(metrics.invariance_errors(fn, x_NHWC, group, elements))
   worst = int(np.argmax(errs))
   if not errs[worst] <= rtol:
@@ -25,6 +43,25 @@ def assert_invariant(fn: Callable, group: groups_lib.Group, x_NHWC, rtol: float 
                          f"{errs[worst]:.3g} (relative) > rtol={rtol:g}; "
                          f"{int((errs > rtol).sum())}/{errs.size} elements exceed it")
   return float(errs[worst])
+
+
+def _assert_invariant_per_example(fn, group, x_NHWC, ref_NF, rtol, draws, seed) -> float:
+  rng = np.random.default_rng(seed)
+  ref_norm_N = np.maximum(np.linalg.norm(ref_NF, axis=1), 1e-12)
+  worst = (0.0, 0, 0)
+  for _ in range(draws):
+    g_N = rng.integers(0, group.order, len(x_NHWC)).astype(np.int32)
+    out_NF = np.asarray(fn(group.act(jnp.asarray(g_N), jnp.asarray(x_NHWC))), np.float64)
+    errs_N = np.linalg.norm(out_NF.reshape(ref_NF.shape) - ref_NF, axis=1) / ref_norm_N
+    n = int(np.argmax(errs_N))
+    if errs_N[n] > worst[0]:
+      worst = (float(errs_N[n]), n, int(g_N[n]))
+  err, n, g = worst
+  if not err <= rtol:
+    raise AssertionError(f"not invariant under {group.name} per example: example {n} under "
+                         f"element {g} (each example its own element) changes its output by "
+                         f"{err:.3g} (relative) > rtol={rtol:g}")
+  return err
 
 
 def assert_composition_matches_action(group: groups_lib.Group, x_NHWC,

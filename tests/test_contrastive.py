@@ -22,6 +22,7 @@ from absl.testing import parameterized
 from jax import lax
 
 from invariance import contrastive, parallel
+from invariance.contrastive import clip_fused, clip_tiled, common, tiles
 
 N_DEV = 8
 B, DIM = 32, 16
@@ -140,7 +141,7 @@ def _fallback_embeddings(batch=16):
 def _fused_takes_exact_branch(img, txt, log_scale):
   """Whether ``clip_loss_fused``'s forward pass falls back to the exact column logsumexp."""
   scale = contrastive.clip_logit_scale(jnp.float32(log_scale))
-  return bool(contrastive._fused_forward(img, txt, scale)[1][-1])
+  return bool(clip_fused._fused_forward(img, txt, scale)[1][-1])
 
 
 class FusedClipTest(chex.TestCase):
@@ -314,8 +315,8 @@ def _clip_ring_columns_stay_home(img, txt, log_scale, axis_name):
   def step(carry, _):
     txt_block, col_max, col_sum, row_max, row_sum = carry
     logits = contrastive.pairwise_logits(img, txt_block, scale)
-    row_max, row_sum = contrastive._online_logsumexp(row_max, row_sum, logits, axis=1)
-    col_max, col_sum = contrastive._online_logsumexp(col_max, col_sum, logits, axis=0)
+    row_max, row_sum = common.online_logsumexp(row_max, row_sum, logits, axis=1)
+    col_max, col_sum = common.online_logsumexp(col_max, col_sum, logits, axis=0)
     return (lax.ppermute(txt_block, axis_name, ring), col_max, col_sum, row_max, row_sum), None
 
   carry = (txt, start, 0.0 * start, start, 0.0 * start)
@@ -446,7 +447,7 @@ def _autodiff_tiled_clip(img, txt, log_scale, tile, bug=None):
 
   def body(carry, txt_tile):
     logits = contrastive.pairwise_logits(img, txt_tile, scale)
-    carry = contrastive._online_logsumexp(*carry, logits, axis=1)
+    carry = common.online_logsumexp(*carry, logits, axis=1)
     return carry, jax.nn.logsumexp(logits, axis=0)
 
   start = (jnp.full(img.shape[:1], -jnp.inf), jnp.zeros(img.shape[:1]))
@@ -457,17 +458,17 @@ def _autodiff_tiled_clip(img, txt, log_scale, tile, bug=None):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _tiled_core_backward_forgets_columns(img, txt, scale, tile):
-  return contrastive._clip_tiled_forward(img, txt, scale, tile)[0]
+  return clip_tiled._clip_tiled_forward(img, txt, scale, tile)[0]
 
 
 def _backward_forgets_columns(tile, residuals, g):
   """Bug: the backward pass drops the column softmax (col_max = inf: exp(L - col_max) = 0)."""
   *rest, col_max, col_sum = residuals
-  return contrastive._clip_tiled_backward(tile, (*rest, jnp.full_like(col_max, jnp.inf), col_sum),
+  return clip_tiled._clip_tiled_backward(tile, (*rest, jnp.full_like(col_max, jnp.inf), col_sum),
                                           g)
 
 
-_tiled_core_backward_forgets_columns.defvjp(contrastive._clip_tiled_forward,
+_tiled_core_backward_forgets_columns.defvjp(clip_tiled._clip_tiled_forward,
                                             _backward_forgets_columns)
 
 
@@ -489,8 +490,8 @@ def test_control_wrong_tiled_loss_is_detected(bug, monkeypatch):
         "backward_forgets_columns": _clip_tiled_backward_forgets_columns,
         "padding_not_masked": contrastive.clip_loss_tiled}[bug]
   if bug == "padding_not_masked":  # padded (zero) text rows scored as real texts
-    unmasked = contrastive._tile_logits
-    monkeypatch.setattr(contrastive, "_tile_logits",
+    unmasked = tiles.tile_logits
+    monkeypatch.setattr(tiles, "tile_logits",
                         lambda a, b, valid, bias=0.0: unmasked(a, b, None, bias))
   f = tiled_value_and_grad(fn, tile, 3)
   args = (img, txt, contrastive.init_clip_temperature())
@@ -509,11 +510,13 @@ def test_loss_by_name_switches_at_the_threshold(name):
                                  contrastive.clip_loss_chunked),
                         "siglip": (contrastive.siglip_loss, contrastive.siglip_loss_tiled,
                                    contrastive.siglip_loss_chunked)}[name]
-  assert pick(63).func is plain and pick(63).keywords == {"axis_name": None}
+  single = contrastive.clip_loss_fused if name == "clip" else plain   # same value and gradients
+  assert pick(63).func is single
+  assert pick(63).keywords == ({} if name == "clip" else {"axis_name": None})
   assert pick(64).func is tiled and pick(64).keywords == {"tile": 16}
   assert pick(64, axis_name="data").func is ring
   assert pick(63, axis_name="data").keywords == {"axis_name": "data"}
-  assert contrastive.loss_by_name(name, 10 ** 6, tiled_threshold=0).func is plain  # 0: never
+  assert contrastive.loss_by_name(name, 10 ** 6, tiled_threshold=0).func is single  # 0: never
   # The picked tiled loss computes the plain one's value (B = 32 at a threshold of 32).
   img, txt = _embeddings(53)
   params = PARAMS[name]()
@@ -593,3 +596,52 @@ def test_multi_positive_siglip_labels_duplicates_positive():
   pair = float(jax.nn.softplus(-(jnp.exp(t) + b))), float(jax.nn.softplus(jnp.exp(t) + b))
   np.testing.assert_allclose(plain - multi, extra * (pair[1] - pair[0]) / 12, rtol=1e-5)
   assert plain > multi
+
+
+# -- multi-positive losses and same_rows against float64 numpy references -------------------------
+def _np_multi_clip(img, txt, log_scale, positives):
+  """Each direction: cross-entropy whose target is uniform over the row's (column's) positives."""
+  logits = math.exp(log_scale) * np.float64(img) @ np.float64(txt).T
+  pos = np.float64(positives)
+  i2t = -(pos / pos.sum(1, keepdims=True) * _np_log_softmax(logits, axis=1)).sum(1).mean()
+  t2i = -(pos / pos.sum(0, keepdims=True) * _np_log_softmax(logits, axis=0)).sum(0).mean()
+  return (i2t + t2i) / 2
+
+
+def _np_multi_siglip(img, txt, t_prime, bias, positives):
+  logits = math.exp(t_prime) * np.float64(img) @ np.float64(txt).T + bias
+  z = np.where(positives, 1.0, -1.0)
+  return np.logaddexp(0.0, -z * logits).sum() / len(img)
+
+
+def _groups_of_positives(n=10):
+  """Captions in groups {0, 1, 2}, {3, 4}, {5}, ... (non-trivial, unequal row sums), embeddings
+  unrelated to the groups so that every positive changes the value."""
+  tokens = np.array([[1, 2, 3]] * 3 + [[4, 2, 0]] * 2 + [[5 + i, 1, 0] for i in range(n - 5)],
+                    np.int32)
+  img, txt = _embeddings(11, batch=n, dim=5)
+  return img, txt, tokens
+
+
+def test_multi_positive_losses_match_numpy_with_non_trivial_positives():
+  img, txt, tokens = _groups_of_positives()
+  positives = np.asarray(contrastive.same_rows(jnp.asarray(tokens)))
+  assert positives.sum() == 9 + 4 + 5                      # groups of 3, 2 and five singletons
+  got = contrastive.clip_loss_multi_positive(img, txt, jnp.float32(2.0), jnp.asarray(positives))
+  np.testing.assert_allclose(got, _np_multi_clip(img, txt, 2.0, positives), rtol=1e-5)
+  got = contrastive.siglip_loss_multi_positive(img, txt, jnp.float32(1.5), jnp.float32(-3.0),
+                                               jnp.asarray(positives))
+  np.testing.assert_allclose(got, _np_multi_siglip(img, txt, 1.5, -3.0, positives), rtol=1e-5)
+  # control: the plain losses (identity positives) are other numbers on these inputs
+  assert abs(_np_multi_clip(img, txt, 2.0, positives) - clip_np(img, txt, 2.0)) > 1e-2
+  assert abs(_np_multi_siglip(img, txt, 1.5, -3.0, positives) - siglip_np(img, txt, 1.5, -3.0)) > 1e-2
+
+
+def test_same_rows_compares_whole_captions_of_distinct_tokens():
+  """Against Python's tuple equality: rows that share tokens in another order, differ in one
+  position, or differ only in padding are different captions."""
+  tokens = np.array([[3, 7, 9, 0], [3, 7, 9, 0], [9, 7, 3, 0], [3, 7, 8, 0], [3, 7, 9, 9],
+                     [3, 7, 0, 0], [9, 7, 3, 0], [1, 2, 3, 4]], np.int32)
+  want = np.array([[tuple(a) == tuple(b) for b in tokens] for a in tokens])
+  np.testing.assert_array_equal(np.asarray(contrastive.same_rows(jnp.asarray(tokens))), want)
+  assert want.sum() == len(tokens) + 4                     # pairs (0, 1) and (2, 6), both ways

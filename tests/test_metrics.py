@@ -1,4 +1,3 @@
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,17 +22,3 @@ def test_invariance_error_zero_for_invariant_and_positive_for_control():
   assert float(metrics.invariance_error(pooled, X, T)) < 1e-6
   errs = metrics.invariance_errors(flat, X, T)
   assert errs.shape == (36,) and float(errs[0]) == 0.0 and float(errs[1:].min()) > 0.1
-
-
-def test_circular_consistency():
-  key = jax.random.key(0)
-  pooled = lambda x: x.sum(axis=(1, 2, 3))[:, None] * jnp.array([1.0, -1.0])
-  assert float(metrics.circular_consistency(key, pooled, X, T)) == 1.0
-  corner = lambda x: x[:, 0, 0, :] * jnp.array([1.0, -1.0])   # depends on one pixel
-  assert float(metrics.circular_consistency(key, corner, jnp.tile(X, (40, 1, 1, 1)), T)) < 0.9
-
-
-def test_embedding_invariance():
-  a = jax.random.normal(jax.random.key(1), (8, 4))
-  chex.assert_trees_all_close(metrics.embedding_invariance(a, 2 * a), 1.0, atol=1e-6)
-  assert abs(float(metrics.embedding_invariance(a, -a)) + 1) < 1e-6

@@ -45,12 +45,12 @@ def test_pmap_shard():
 
 # A per-device loss with the same structure as the contrastive ones: local rows against gathered
 # rows, a replicated parameter, a psum of partial sums. Single device: sum_ij w (x_i . y_j)^2 / B.
-def _toy_loss(x_bxD, y_bxD, w, axis_name=None):
-  y_all = y_bxD if axis_name is None else lax.all_gather(y_bxD, axis_name, tiled=True)
-  partial = w * jnp.sum((x_bxD @ y_all.T) ** 2)
+def _toy_loss(x_bD, y_bD, w, axis_name=None):
+  y_all = y_bD if axis_name is None else lax.all_gather(y_bD, axis_name, tiled=True)
+  partial = w * jnp.sum((x_bD @ y_all.T) ** 2)
   if axis_name is None:
-    return partial / x_bxD.shape[0]
-  return lax.psum(partial, axis_name) / (x_bxD.shape[0] * lax.axis_size(axis_name))
+    return partial / x_bD.shape[0]
+  return lax.psum(partial, axis_name) / (x_bD.shape[0] * lax.axis_size(axis_name))
 
 
 def _data():
