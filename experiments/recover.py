@@ -36,18 +36,12 @@ from experiments.recover_config import RecoverConfig
 from experiments.recover_rows import Recovery
 
 
-def curves(cfg: RecoverConfig) -> list[str]:
-  """Every curve on the n axis: the methods, then the reference towers' probes."""
-  return list(cfg.methods) + [rr.probe_curve(t, r) for t in cfg.references
-                              for r in ("embedding", "penultimate")]
-
-
 def plan(cfg: RecoverConfig) -> list:
   """The typed runs of a study, seed by seed (a seed's scenes and towers are made once)."""
-  out = []
+  out, curves = [], rr.curves(cfg.methods, cfg.references)
   for seed in cfg.seeds:
     out += [rr.Pretrain(t, seed) for t in cfg.towers]
-    out += [rr.Curve(c, n, seed) for n in cfg.n_labels for c in curves(cfg)]
+    out += [rr.Curve(c, n, seed) for n in cfg.n_labels for c in curves]
     out += [rr.Recaption(s, f, step, seed) for s in cfg.recaption_starts
             for f in cfg.recaption_fractions for step in (0,) + cfg.recaption_steps]
   return out
@@ -72,7 +66,8 @@ def main(cfg: RecoverConfig):
              rr.Recaption: study.recaption_row}
   fresh = sum(not workdir.has_row(r.key) for r in runs)
   logging.info("recover study: %d rows (%d to compute; curves %s, n %s, re-captioning %s x f %s "
-               "x steps %s, seeds %s), towers: %s", len(runs), fresh, ",".join(curves(cfg)),
+               "x steps %s, seeds %s), towers: %s", len(runs), fresh,
+               ",".join(rr.curves(cfg.methods, cfg.references)),
                list(cfg.n_labels), list(cfg.recaption_starts), list(cfg.recaption_fractions),
                list(cfg.recaption_steps), list(cfg.seeds),
                cfg.pretrained_workdir or "pretrained here")

@@ -44,8 +44,7 @@ def recaption_curve(row: dict) -> str:
 
 
 def curve_order(cfg) -> list[str]:
-  return list(cfg.methods) + [rr.probe_curve(t, r) for t in cfg.references
-                              for r in ("embedding", "penultimate")]
+  return rr.curves(cfg.methods, cfg.references)
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -31,6 +31,12 @@ def probe_curve(tower: str, representation: str) -> str:
           + ("" if representation == "embedding" else "_penultimate"))
 
 
+def curves(methods, references) -> list[str]:
+  """Every curve on the n axis: the methods, then the reference towers' probes."""
+  return list(methods) + [probe_curve(t, r) for t in references
+                          for r in ("embedding", "penultimate")]
+
+
 PROBES = {probe_curve(t, r): Probe(t, r) for t in ("p0",) + REFERENCES
           for r in ("embedding", "penultimate")}
 

@@ -264,3 +264,19 @@ def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(smoke, tmp_path)
   last = err.strip().splitlines()[-1]       # after jax's and orbax's start-up lines
   assert last.startswith(f"error: --pretrained_workdir={damaged}") and "unreadable" in last, last
   assert not fresh.exists()
+
+
+def test_the_study_page_is_generated_from_saved_results(smoke):
+  """document() renders from a results.json alone (as docs/results keeps it): commands, the
+  methods from their recipes, every table, and numbers that are the saved ones."""
+  from experiments import recover_report
+  results = _load(smoke)
+  page = recover_report.document({"recover_default": results})
+  for needle in ("python -m experiments.recover --flagfile=experiments/configs/recover.flags "
+                 "--pretrained_workdir=workdir/contrastive", "- `lastblock_init`: the init tower",
+                 "### Paired differences: frozen probes", "### Paired differences: trained methods",
+                 "| `finetune` - `scratch` |", "### Reading (generated from the numbers)"):
+    assert needle in page, needle
+  probe = next(r for r in results["rows"] if r["method"] == "probe" and r["n_labels"] == 32)
+  assert f"| probe | " in page and f"{probe['light_acc']:.3f}" in page
+  assert f"{results['timing']['wall_seconds']:.0f} s" in page
