@@ -11,6 +11,75 @@ from invariance import encoders
 from invariance import losses
 from invariance import train
 
+# -- the pure rule on scripted validation curves (hand-worked expectations) ----------------------
+
+
+def _run_rule(scores, every=1, patience=2, min_delta=0.01):
+  """Feeds ``scores`` (one per evaluation, steps every, 2 every, ...) until the rule stops; returns
+  the states after each evaluation."""
+  rule, state, states = es.EarlyStopping(every, patience, min_delta), es.State(), []
+  for i, score in enumerate(scores):
+    state = es.update(state, rule, (i + 1) * every, score)
+    states.append(state)
+    if state.stopped:
+      break
+  return states
+
+
+def _summary(states):
+  return [(s.best_score, s.best_step, s.since_best, s.stopped) for s in states]
+
+
+def test_gains_below_min_delta_do_not_reset_patience():
+  # 0.50 improves on -inf; 0.505 and 0.509 beat the best by less than 0.01: two evaluations
+  # without improvement, patience 2 reached at step 3, and the best stays 0.50 at step 1.
+  states = _run_rule([0.50, 0.505, 0.509, 0.90])
+  assert _summary(states) == [(0.50, 1, 0, False), (0.50, 1, 1, False), (0.50, 1, 2, True)]
+  # the control: with min_delta 0 each of those small gains is an improvement and resets patience
+  states = _run_rule([0.50, 0.505, 0.509, 0.90], min_delta=0.0)
+  assert _summary(states) == [(0.50, 1, 0, False), (0.505, 2, 0, False), (0.509, 3, 0, False),
+                              (0.90, 4, 0, False)]
+
+
+def test_a_gain_just_above_min_delta_resets_patience():
+  # 0.511 - 0.50 = 0.011 > 0.01: an improvement (new best at step 3), then 0.52 (+0.009) is not
+  states = _run_rule([0.50, 0.49, 0.511, 0.52, 0.515])
+  assert _summary(states) == [(0.50, 1, 0, False), (0.50, 1, 1, False), (0.511, 3, 0, False),
+                              (0.511, 3, 1, False), (0.511, 3, 2, True)]
+
+
+def test_ties_and_drops_count_against_patience():
+  states = _run_rule([0.7, 0.7, 0.6, 0.9], patience=3, min_delta=0.0)
+  assert _summary(states) == [(0.7, 1, 0, False), (0.7, 1, 1, False), (0.7, 1, 2, False),
+                              (0.9, 4, 0, False)]
+  assert _summary(_run_rule([0.7, 0.7, 0.7], patience=2, min_delta=0.0))[-1] == (0.7, 1, 2, True)
+
+
+def test_the_curve_records_every_evaluation_and_steps_follow_every():
+  states = _run_rule([0.1, 0.3, 0.2, 0.2], every=25, patience=2)
+  assert states[-1].curve == ((25, 0.1), (50, 0.3), (75, 0.2), (100, 0.2))
+  assert states[-1].stopped and states[-1].best_step == 50
+
+
+def test_update_is_pure():
+  rule, state = es.EarlyStopping(1, 1, 0.0), es.State()
+  after = es.update(state, rule, 1, 0.5)
+  assert state == es.State() and after.best_score == 0.5
+
+
+def test_the_checkpoint_layout_round_trips_and_resumes_the_count():
+  states = _run_rule([0.50, 0.505, 0.509], patience=3)
+  vector, curve = es.to_array(states[-1], evaluations=6)
+  assert vector.tolist() == [0.50, 1.0, 2.0, 0.0] and np.isnan(curve[3:]).all()
+  resumed = es.from_array(vector, curve)
+  assert resumed == states[-1]
+  # resumed mid-way, one more gain below min_delta stops the run (the count survived the resume)
+  assert es.update(resumed, es.EarlyStopping(1, 3, 0.01), 4, 0.508).stopped
+  with pytest.raises(ValueError, match="does not fit"):
+    es.to_array(states[-1], evaluations=2)
+
+
+# -- train.fit under the rule ------------------------------------------------------------------
 MODEL = encoders.MLP((8,), num_classes=2)
 XS = np.random.default_rng(0).normal(size=(64, 4, 4, 1)).astype(np.float32)
 YS = (XS[:, 0, 0, 0] > 0).astype(np.int32)
@@ -105,74 +174,6 @@ def test_without_the_rule_the_run_goes_to_the_cap():
     params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
     train.fit(loss_fn, params, batch_at, OPT, train.TrainConfig(steps=4, early_stopping=RULE),
               jax.random.key(1))
-
-
-# -- the pure rule on scripted validation curves (hand-worked expectations) ----------------------
-
-
-def _run_rule(scores, every=1, patience=2, min_delta=0.01):
-  """Feeds ``scores`` (one per evaluation, steps every, 2 every, ...) until the rule stops; returns
-  the states after each evaluation."""
-  rule, state, states = es.EarlyStopping(every, patience, min_delta), es.State(), []
-  for i, score in enumerate(scores):
-    state = es.update(state, rule, (i + 1) * every, score)
-    states.append(state)
-    if state.stopped:
-      break
-  return states
-
-
-def _summary(states):
-  return [(s.best_score, s.best_step, s.since_best, s.stopped) for s in states]
-
-
-def test_gains_below_min_delta_do_not_reset_patience():
-  # 0.50 improves on -inf; 0.505 and 0.509 beat the best by less than 0.01: two evaluations
-  # without improvement, patience 2 reached at step 3, and the best stays 0.50 at step 1.
-  states = _run_rule([0.50, 0.505, 0.509, 0.90])
-  assert _summary(states) == [(0.50, 1, 0, False), (0.50, 1, 1, False), (0.50, 1, 2, True)]
-  # the control: with min_delta 0 each of those small gains is an improvement and resets patience
-  states = _run_rule([0.50, 0.505, 0.509, 0.90], min_delta=0.0)
-  assert _summary(states) == [(0.50, 1, 0, False), (0.505, 2, 0, False), (0.509, 3, 0, False),
-                              (0.90, 4, 0, False)]
-
-
-def test_a_gain_just_above_min_delta_resets_patience():
-  # 0.511 - 0.50 = 0.011 > 0.01: an improvement (new best at step 3), then 0.52 (+0.009) is not
-  states = _run_rule([0.50, 0.49, 0.511, 0.52, 0.515])
-  assert _summary(states) == [(0.50, 1, 0, False), (0.50, 1, 1, False), (0.511, 3, 0, False),
-                              (0.511, 3, 1, False), (0.511, 3, 2, True)]
-
-
-def test_ties_and_drops_count_against_patience():
-  states = _run_rule([0.7, 0.7, 0.6, 0.9], patience=3, min_delta=0.0)
-  assert _summary(states) == [(0.7, 1, 0, False), (0.7, 1, 1, False), (0.7, 1, 2, False),
-                              (0.9, 4, 0, False)]
-  assert _summary(_run_rule([0.7, 0.7, 0.7], patience=2, min_delta=0.0))[-1] == (0.7, 1, 2, True)
-
-
-def test_the_curve_records_every_evaluation_and_steps_follow_every():
-  states = _run_rule([0.1, 0.3, 0.2, 0.2], every=25, patience=2)
-  assert states[-1].curve == ((25, 0.1), (50, 0.3), (75, 0.2), (100, 0.2))
-  assert states[-1].stopped and states[-1].best_step == 50
-
-
-def test_update_is_pure():
-  rule, state = es.EarlyStopping(1, 1, 0.0), es.State()
-  after = es.update(state, rule, 1, 0.5)
-  assert state == es.State() and after.best_score == 0.5
-
-
-def test_the_checkpoint_layout_round_trips_and_resumes_the_count():
-  states = _run_rule([0.50, 0.505, 0.509], patience=3)
-  vector, curve = es.to_array(states[-1], evaluations=6)
-  assert vector.tolist() == [0.50, 1.0, 2.0, 0.0] and np.isnan(curve[3:]).all()
-  resumed = es.from_array(vector, curve)
-  assert resumed == states[-1]
-  # resumed mid-way, one more gain below min_delta stops the run (the count survived the resume)
-  assert es.update(resumed, es.EarlyStopping(1, 3, 0.01), 4, 0.508).stopped
-  with pytest.raises(ValueError, match="does not fit"):
-    es.to_array(states[-1], evaluations=2)
 
 
 def test_fit_with_a_rule_whose_min_delta_decides(tmp_path):
