@@ -86,11 +86,11 @@ def zero_shot(image_emb_ND, class_embs: Mapping[str, np.ndarray], labels_N) -> d
 class PoolProbes:
   """Linear probes fit on a labelled pool and scored on a held-out split, for many models.
 
-  ``pool`` and ``test`` are ``(images (N, ...), {attribute: labels (N,)})``. ``features(key, fn)``
-  applies ``fn`` (``images -> {layer: features}``) to both splits once per ``key``;
-  ``probe(key, layer, attribute, n)`` is the held-out accuracy of a probe fit on the first ``n``
+  ``pool`` and ``test`` are ``(images (N, ...), {attribute: labels (N,)})``. ``features(name, fn)``
+  applies ``fn`` (``images -> {layer: features}``) to both splits once per ``name`` (the
+  model's cache id); ``probe(name, layer, attribute, n)`` is the held-out accuracy of a probe fit on the first ``n``
   pool examples (all of them when None), so the label sets of growing n are nested;
-  ``accuracy(key, layer, attribute)`` scores a classifier's own logits (argmax) instead.
+  ``accuracy(name, layer, attribute)`` scores a classifier's own logits (argmax) instead.
   """
 
   def __init__(self, pool: tuple, test: tuple, batch: int = 500):
@@ -98,20 +98,20 @@ class PoolProbes:
     self._features: dict = {}
     self._probes: dict = {}
 
-  def features(self, key, fn: Callable) -> dict:
-    if key not in self._features:
-      self._features[key] = {split: batched_apply(fn, images, self.batch)
+  def features(self, name, fn: Callable) -> dict:
+    if name not in self._features:
+      self._features[name] = {split: batched_apply(fn, images, self.batch)
                              for split, (images, _) in (("pool", self.pool), ("test", self.test))}
-    return self._features[key]
+    return self._features[name]
 
-  def probe(self, key, layer: str, attribute: str, n=None) -> float:
-    if (key, layer, attribute, n) not in self._probes:
-      f = self._features[key]
-      self._probes[(key, layer, attribute, n)] = probes.linear_probe(
+  def probe(self, name, layer: str, attribute: str, n=None) -> float:
+    if (name, layer, attribute, n) not in self._probes:
+      f = self._features[name]
+      self._probes[(name, layer, attribute, n)] = probes.linear_probe(
           f["pool"][layer][:n], self.pool[1][attribute][:n], f["test"][layer],
           self.test[1][attribute])
-    return self._probes[(key, layer, attribute, n)]
+    return self._probes[(name, layer, attribute, n)]
 
-  def accuracy(self, key, layer: str, attribute: str) -> float:
-    logits_NK = self._features[key]["test"][layer]
+  def accuracy(self, name, layer: str, attribute: str) -> float:
+    logits_NK = self._features[name]["test"][layer]
     return float(np.mean(np.argmax(logits_NK, axis=-1) == self.test[1][attribute]))
