@@ -5,7 +5,7 @@
 For every example and every element g: the relative change of its logits
 ``|f(g.x)_n - f(x)_n| / |f(x)_n|`` and whether its argmax flips. Reported: the per-example maximum
 over the elements (mean and max over examples), the flip rate (share of (example, element) pairs
-whose prediction differs from the identity's), and the batch-level error of earlier editions
+whose prediction differs from the identity's), and the batch-level error
 (``batch_error``: the worst over elements of the Frobenius ratio over the whole batch, which
 dilutes one non-invariant example among the rest). Elements are applied one at a time, with
 ``fn`` over fixed-size batches, so 256 examples x 576 shifts fits in memory.

@@ -425,6 +425,24 @@ def _finite(loss: float, name: str, done: int, what: str) -> None:
     raise FloatingPointError(f"{name}: loss is {loss} at step {done}; training stopped ({what})")
 
 
+class _Progress:
+  """Progress lines: the step, loss and aux scalars, examples per second since the previous line,
+  and the time left at that rate."""
+
+  def __init__(self, name: str, steps: int, batch_size: int, start: int):
+    self.name, self.steps, self.batch_size = name, steps, batch_size
+    self.time, self.step = time.perf_counter(), start
+
+  def log(self, done: int, loss: float, aux: dict) -> None:
+    now = time.perf_counter()
+    rate = (done - self.step) * self.batch_size / max(now - self.time, 1e-9)
+    eta = (self.steps - done) * self.batch_size / max(rate, 1e-9)
+    extra = " ".join(f"{k}={float(v):.4g}" for k, v in aux.items())
+    logging.info("%s step %d/%d loss=%.4f %s %.0f ex/s ETA %.0fs", self.name, done, self.steps,
+                 loss, extra, rate, eta)
+    self.time, self.step = now, done
+
+
 def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         optimizer: optax.GradientTransformation, config: TrainConfig, rng,
         mesh=None, schedule: Optional[Callable[[int], Any]] = None,
@@ -466,8 +484,9 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
     raise
 
   history = {"loss": [], "logged_steps": [], "resumed_from": start.checkpoint}
-  t0 = t_log = time.perf_counter()
-  last = last_logged = start.step
+  t0 = time.perf_counter()
+  last = start.step
+  progress = _Progress(config.name, config.steps, batch_size, start.step)
   try:
     for step in range(start.step, config.steps):
       if rule.stopped:                         # stopped early before the resume
@@ -496,15 +515,9 @@ def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         loss = float(loss_array)
         _finite(loss, config.name, done, "lower the learning rate; checkpoints up to step "
                 f"{ckpt.latest_step()} are kept")
-        now = time.perf_counter()
-        rate = (done - last_logged) * batch_size / max(now - t_log, 1e-9)
-        eta = (config.steps - done) * batch_size / max(rate, 1e-9)
-        extra = " ".join(f"{k}={float(v):.4g}" for k, v in aux.items())
-        logging.info("%s step %d/%d loss=%.4f %s %.0f ex/s ETA %.0fs", config.name, done,
-                     config.steps, loss, extra, rate, eta)
+        progress.log(done, loss, aux)
         history["loss"].append(loss)
         history["logged_steps"].append(done)
-        t_log, last_logged = now, done
         metrics_log.flush()
       # -- checkpoint
       if done % config.checkpoint_every == 0 or done == config.steps or rule.stopped:

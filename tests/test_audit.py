@@ -32,7 +32,7 @@ def test_circular_cnn_passes_over_every_shift_and_the_flat_control_fails(cnns):
 
 
 def test_one_non_invariant_example_is_caught_per_example_but_diluted_in_the_batch_ratio():
-  """The batch-level Frobenius ratio of earlier editions averages one bad example away."""
+  """The batch-level Frobenius ratio averages one bad example away; the per-example maximum does not."""
   def fn(x):
     flat = x.reshape(x.shape[0], -1)
     invariant = jnp.stack([flat.sum(-1), (flat ** 2).sum(-1)], -1) * 10.0
