@@ -26,10 +26,13 @@ import math
 
 import numpy as np
 
+from experiments import config
 from experiments import report
 from experiments import workdir as workdir_lib
+from experiments.caption_towers import LAYERS
+from experiments.contrastive_suppression_config import Arm
 
-PRIMARY = dict(start="p1", lamp_size=2, weight_decay=0.2, temperature="learned")
+PRIMARY = Arm(start="p1", lamp_size=2, weight_decay=0.2, temperature="learned").fields()
 EFFECT = 0.05
 ALPHA = 0.05
 PRIOR_SD = 0.0550          # docs/results/contrastive_default: sd of (p0 - p1) embedding light, 5 seeds
@@ -98,21 +101,26 @@ def decide(d: dict, start_holds: bool = True) -> str:
   return "not decided at this power"
 
 
-def detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: float = 0.8) -> float:
-  """The smallest true effect a paired t-test on ``n`` seeds with this ``sd`` detects with
-  ``power`` (bisection on ``report.seeds_for_power``'s criterion)."""
+def power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+  """The probability that a two-sided paired t-test at ``alpha`` on ``n`` seeds with this ``sd``
+  finds a true mean difference ``effect`` (noncentral t; ``report.seeds_for_power``'s criterion)."""
   from scipy import stats  # pylint: disable=import-outside-toplevel
+  crit, shift = stats.t.ppf(1 - alpha / 2, n - 1), effect / sd * math.sqrt(n)
+  return float(stats.nct.sf(crit, n - 1, shift) + stats.nct.cdf(-crit, n - 1, shift))
+
+
+def detectable_effect(sd: float, n: int, alpha: float = ALPHA, target: float = 0.8) -> float:
+  """The smallest true effect a paired t-test on ``n`` seeds with this ``sd`` detects with
+  probability ``target`` (bisection on ``power``)."""
   if n < 2 or not sd > 0:
     return float("nan")
-  crit = stats.t.ppf(1 - alpha / 2, n - 1)
-  got = lambda e: (stats.nct.sf(crit, n - 1, e / sd * math.sqrt(n))
-                   + stats.nct.cdf(-crit, n - 1, e / sd * math.sqrt(n)))
+  got = lambda e: power(e, sd, n, alpha)
   lo, hi = 0.0, sd
-  while not got(hi) >= power:                    # grow the bracket (nct is nan for huge shifts)
+  while not got(hi) >= target:                   # grow the bracket (nct is nan for huge shifts)
     lo, hi = hi, 2 * hi
   for _ in range(50):
     mid = (lo + hi) / 2
-    lo, hi = (lo, mid) if got(mid) >= power else (mid, hi)
+    lo, hi = (lo, mid) if got(mid) >= target else (mid, hi)
   return hi
 
 
@@ -130,6 +138,7 @@ def primary(rows, starts) -> dict:
   if d["n"] >= 2 and d["sd"] > 0:
     out["seeds_needed_at_measured_sd"] = report.seeds_for_power(d["sd"], EFFECT)
     out["detectable_effect"] = detectable_effect(d["sd"], d["n"])
+    out["power_at_measured_sd"] = power(EFFECT, d["sd"], d["n"])
   out["from_start"] = report.paired_t(from_start(rows, starts, arm, "probe/embedding/light"))
   out["from_start"]["decision"] = decide(out["from_start"])
   out["post_hoc_holding"] = holding(rows, starts, arm)
@@ -156,7 +165,7 @@ def family(rows, starts) -> dict[str, dict]:
   diffs = {}
   for arm in arms_of(rows):
     label = arm_label(arm)
-    for layer in _layers():
+    for layer in LAYERS:
       for attr in ATTRS:
         if arm == PRIMARY and (layer, attr) == ("embedding", "light"):
           continue                                       # the primary endpoint
@@ -170,11 +179,6 @@ def family(rows, starts) -> dict[str, dict]:
     diffs[f"{label}: embedding light probe p0 - start"] = from_start(
         rows, starts, arm, "probe/embedding/light")
   return report.holm_family({k: v for k, v in diffs.items() if v}, ALPHA)
-
-
-def _layers() -> list[str]:
-  from experiments.contrastive_suppression import LAYERS  # pylint: disable=import-outside-toplevel
-  return list(LAYERS)
 
 
 def _pm(vals) -> str:
@@ -282,16 +286,28 @@ def family_markdown(fam: dict) -> str:
                "survives"], rows))
 
 
-def results_markdown(cfg, results: dict) -> str:
+def header(cfg: dict) -> str:
+  """The setting of a results.json (its ``config``: ``config.identity`` of the run)."""
+  return (f"Seeds {_seeds(cfg['seeds'])}; CLIP, dim {cfg['embed_dim']}, batch {cfg['batch_size']}, "
+          f"{cfg['num_train']} training scenes without red cars; p1 start: {cfg['start_steps']} "
+          f"steps (Adam, p = 1); continuations: {cfg['continue_steps']} steps, p = 0 and p = 1 on "
+          f"identical image batches, peak rate {cfg['learning_rate']:g}. Ridge probes (LOO-chosen "
+          f"regularisation) and an MLP probe (3-fold CV) on {cfg['num_probe']} held-out scenes, "
+          f"tested on {cfg['num_probe']} more; {cfg['num_pairs']} counterfactual pairs per "
+          "attribute. Mean ± 95% t-interval over seeds; paired differences by seed.")
+
+
+def _seeds(seeds) -> str:
+  seeds = list(seeds)
+  if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+    return f"{seeds[0]}-{seeds[-1]} ({len(seeds)})"
+  return str(seeds)
+
+
+def results_markdown(results: dict) -> str:
   rows, starts = results["rows"], results["starts"]
   return "\n\n".join([
-      "# Caption study, third edition: is the light suppressed when captions stop naming it?",
-      f"Seeds {list(cfg.seeds)}; CLIP, dim {cfg.embed_dim}, batch {cfg.batch_size}, "
-      f"{cfg.num_train} training scenes without red cars; p1 start: {cfg.start_steps} steps (Adam, "
-      f"p = 1); continuations: {cfg.continue_steps} steps, p = 0 and p = 1 on identical image "
-      f"batches. Ridge probes (LOO-chosen regularisation) and an MLP probe (3-fold CV) on "
-      f"{cfg.num_probe} held-out scenes, tested on {cfg.num_probe} more. Mean ± 95% t-interval "
-      "over seeds; paired differences by seed.",
+      "# Is the light suppressed when captions stop naming it?", header(results["config"]),
       "## Primary endpoint (pre-registered)", primary_markdown(results["primary"]),
       "## The embedding per arm", arm_table(rows, starts, results["family"]),
       "## Embedding light probe through the continuation", trace_table(rows, starts),
@@ -299,6 +315,17 @@ def results_markdown(cfg, results: dict) -> str:
       sensitivity_table(rows, starts),
       "## Zero-shot", zero_shot_table(rows, starts),
       "## Secondary family (Holm-Bonferroni)", family_markdown(results["family"])]) + "\n"
+
+
+def describe_start(row: dict) -> str:
+  """The progress line's summary of a start row."""
+  return f"embedding light {row['probe']['embedding']['light']:.3f}"
+
+
+def describe(row: dict) -> str:
+  """The progress line's summary of a continuation row."""
+  return (f"embedding light {row['probe']['embedding']['light']:.3f}, MLP "
+          f"{row['mlp_probe']['embedding']['light']:.3f}")
 
 
 def plot_trace(workdir: workdir_lib.Workdir, rows, starts) -> None:
@@ -323,10 +350,173 @@ def plot_trace(workdir: workdir_lib.Workdir, rows, starts) -> None:
 
 
 def publish(workdir: workdir_lib.Workdir, cfg, rows, starts) -> str:
-  results = {"study": "contrastive_suppression", "rows": rows, "starts": starts,
-             "primary": primary(rows, starts), "family": family(rows, starts),
+  results = {"study": "contrastive_suppression", "config": config.identity(cfg), "rows": rows,
+             "starts": starts, "primary": primary(rows, starts), "family": family(rows, starts),
              "preregistration": {"primary_arm": PRIMARY, "effect": EFFECT, "alpha": ALPHA,
                                  "prior_sd": PRIOR_SD, "planned_seeds": PLANNED_SEEDS}}
-  markdown = results_markdown(cfg, results)
+  markdown = results_markdown(results)
   workdir.publish(results, markdown, lambda w: plot_trace(w, rows, starts))
   return markdown
+
+
+# -- the generated write-up (docs/studies/contrastive_suppression.md) ------------------------------
+DEFAULT_RESULTS = "contrastive_suppression_default"
+GRIDS = {"contrastive_suppression_optim": "Weight decay as a factor",
+         "contrastive_suppression_temperature": "Temperature as a factor",
+         "contrastive_suppression_lamps": "Random towers with 2, 4 and 6 px lamps"}
+RESULTS = [DEFAULT_RESULTS, *GRIDS]
+NOT_REMOVAL = "not a removal test (the p = 1 control learns from a random start)"
+
+
+def decisions_table(res: dict) -> str:
+  """Per arm of a grid: the start, p0 - p1 and p0 - start, each with the pre-registered rule's
+  reading and its Holm-adjusted p (the primary arm's p0 - p1 is the primary endpoint, outside the
+  family). A start whose light probe is below chance + 0.05 reads "never learned" for "kept"."""
+  rows, starts, fam = res["rows"], res["starts"], res["family"]
+  out = []
+  for arm in arms_of(rows):
+    label, start = arm_label(arm), values(_starts(starts, arm), "probe/embedding/light")
+    holds = bool(start) and float(np.mean(start)) >= CHANCE + EFFECT
+    cells = [label, len(start), _pm(start)]
+    for what, diffs in (("p0 - p1", contrast(rows, arm, "probe/embedding/light")),
+                        ("p0 - start", from_start(rows, starts, arm, "probe/embedding/light"))):
+      d = report.paired_t(diffs)
+      holm = fam.get(f"{label}: embedding light probe {what}")
+      marker = ("primary" if holm is None and arm == PRIMARY else "-" if holm is None else
+                f"{holm['p_holm']:.3g}" + (" (survives)" if holm["survives"] else ""))
+      removal = what == "p0 - start" or arm["start"] == "p1"
+      cells += [_signed(d), decide(d, holds) if removal else NOT_REMOVAL, marker]
+    out.append(cells)
+  return report.markdown_table(["arm", "seeds", "start light", "p0 - p1 (95%)", "rule", "Holm p",
+                                "p0 - start (95%)", "rule", "Holm p"], out)
+
+
+def versus_primary(res: dict) -> str:
+  """Each other arm's p = 0 continuation minus the primary arm's, embedding light, paired by seed
+  (did the factor change what p = 0 leaves?)."""
+  out = []
+  for arm in arms_of(res["rows"]):
+    if arm == PRIMARY:
+      continue
+    a, b = _rows(res["rows"], arm, 0.0), _rows(res["rows"], PRIMARY, 0.0)
+    diffs = [a[s]["probe"]["embedding"]["light"] - b[s]["probe"]["embedding"]["light"]
+             for s in sorted(set(a) & set(b))]
+    if len(diffs) > 1:
+      d = report.paired_t(diffs)
+      out.append(f"p = 0 continuation, {arm_label(arm)} minus the primary arm (embedding light, "
+                 f"paired by seed, not in the Holm family): {_signed(d)} (p = {d['p']:.3g}).")
+  return " ".join(out)
+
+
+def reading(results: dict[str, dict]) -> str:
+  """What the saved intervals say, one line per question, from the rule and the Holm family."""
+  prim = results[DEFAULT_RESULTS]["primary"]
+  out = [f"* Primary (pre-registered): **{prim['decision']}**, p0 - p1 = {_signed(prim)} over "
+         f"{prim['n']} seeds; its power for 0.05 at the measured sd is "
+         f"{100 * prim['power_at_measured_sd']:.0f}%, not the planned 80%."]
+  for name in ("contrastive_suppression_optim", "contrastive_suppression_temperature"):
+    text = versus_primary(results[name])
+    if text:
+      out.append(f"* {GRIDS[name]}: {text} Each arm's own p0 - p1 is in the table above.")
+  lamps = results["contrastive_suppression_lamps"]
+  for arm in arms_of(lamps["rows"]):
+    start = values(_starts(lamps["starts"], arm), "probe/embedding/light")
+    d = report.paired_t(from_start(lamps["rows"], lamps["starts"], arm, "probe/embedding/light"))
+    holm = lamps["family"].get(f"{arm_label(arm)}: embedding light probe p0 - start")
+    survives = holm is not None and holm["survives"]
+    out.append(f"* Random tower, {arm['lamp_size']} px lamp (start {_pm(start)}): p = 0 minus "
+               f"start {_signed(d)}, rule: {decide(d, float(np.mean(start)) >= CHANCE + EFFECT)}"
+               f"; {'survives' if survives else 'does not survive'} Holm-Bonferroni.")
+  return "\n".join(out)
+
+
+def _weak_starts(res: dict) -> str:
+  """A note on primary seeds whose start had not learned the light (probe below ``HOLDS``)."""
+  begin = _starts(res["starts"], PRIMARY)
+  weak = sorted(s for s, r in begin.items() if _get(r, "probe/embedding/light") < HOLDS)
+  if not weak:
+    return ""
+  p0, p1 = _rows(res["rows"], PRIMARY, 0.0), _rows(res["rows"], PRIMARY, 1.0)
+  light = lambda r: r["probe"]["embedding"]["light"]
+  return (" Seeds whose p = 1 start had not learned the light (start probe < "
+          f"{HOLDS}): " + ", ".join(
+              f"seed {s} (start {light(begin[s]):.3f}"
+              + (f", p0 - p1 {light(p0[s]) - light(p1[s]):+.3f}" if s in p0 and s in p1 else "")
+              + ")" for s in weak)
+          + "; there the p = 1 control goes on learning the light, so p0 - p1 < 0 without "
+          "anything being removed (the post-hoc line above leaves them out).")
+
+
+def _survivors(fam: dict) -> str:
+  names = [k for k, v in fam.items() if v["survives"]]
+  return (f"{len(names)} of {len(fam)} secondary endpoints survive Holm-Bonferroni"
+          + (": " + "; ".join(f"{k} ({_signed(fam[k])})" for k in names) if names else "") + ".")
+
+
+def document(results: dict[str, dict]) -> str:
+  """docs/studies/contrastive_suppression.md from the default run and the three grids."""
+  res = results[DEFAULT_RESULTS]
+  prim, pre = res["primary"], res["preregistration"]
+  ratio = prim["sd"] / pre["prior_sd"]
+  lines = [
+      "# Is the light suppressed when captions stop naming it?",
+      "A CLIP-style dual encoder pulls scenes with identical captions to one point, so what the "
+      "captions never mention should leave the image embedding. \"Never learned\" and "
+      "\"removed\" are different claims: removal needs a tower that holds the light first. This "
+      "study starts from towers that hold it (a tower trained on captions that always name the "
+      "light, p = 1; or the random tower with 4 and 6 px lamps) and continues each on captions "
+      "that never name it (p = 0) and, as the control, on captions that always do (p = 1): same "
+      "start, identical image batches, same optimizer and step count. Scenes with a red car are "
+      "dropped everywhere, so car colours (black, blue, white) and lamp colours (red, green) "
+      "share no word and no pixel colour.",
+      "## Run it",
+      "    python -m experiments.contrastive_suppression --flagfile=experiments/configs/"
+      "contrastive_suppression.flags            # the pre-registered primary test (the default)\n"
+      + "".join(f"    python -m experiments.contrastive_suppression --flagfile=experiments/configs/"
+                f"{name}.flags\n" for name in GRIDS)
+      + "    python -m experiments.contrastive_suppression --flagfile=experiments/configs/"
+      "contrastive_suppression_smoke.flags      # tiny, seconds (CI)",
+      "Measured wall and CPU times, load and machine: " + ", ".join(
+          f"`docs/results/{name}/RUN.md`" for name in RESULTS) + ".",
+      "## Pre-registration",
+      f"Fixed before the first run (the default flagfile's header and "
+      f"`experiments/contrastive_suppression_report.py` hold the same constants). **Primary "
+      f"endpoint**: in the arm {arm_label(pre['primary_arm'])}, the embedding's ridge light probe "
+      f"after the continuation, p = 0 minus its p = 1 control, paired by seed, two-sided 95% "
+      f"t-interval. **Decision**: interval below 0 -> \"suppressed\"; inside "
+      f"(-{pre['effect']}, +{pre['effect']}) -> \"kept\" (\"never learned\" where the start "
+      f"did not hold the light); otherwise \"not decided at this power\". **Seeds**: "
+      f"{pre['planned_seeds']}, the smallest n with 80% power (paired t, alpha {pre['alpha']}) "
+      f"for an effect of {pre['effect']} at sd {pre['prior_sd']}, the measured sd over 5 seeds "
+      f"of the closest saved paired difference (docs/results/contrastive_default). **Secondary "
+      f"family**, Holm-Bonferroni at alpha {pre['alpha']}: every layer x {{light, pedestrian, "
+      f"clouds}} p0 - p1, and on the embedding the MLP light probe, the sensitivity's numerator "
+      f"and denominator, and the light probe's change from the start.",
+      "## Primary result", header(res["config"]), primary_markdown(prim),
+      f"Decision: **{prim['decision']}** (p0 - p1 = {_signed(prim)} over {prim['n']} seeds). The "
+      f"measured sd of the per-seed differences, {prim['sd']:.3f}, is {ratio:.1f}x the planned "
+      f"{pre['prior_sd']}: at it, {prim['n']} seeds have "
+      f"{100 * prim['power_at_measured_sd']:.0f}% power for an effect of {pre['effect']} "
+      f"({prim['seeds_needed_at_measured_sd']} seeds would give 80%), and the smallest effect "
+      f"they detect with 80% power is {prim['detectable_effect']:.3f}. "
+      + ("The interval excludes 0, so the pre-registered decision holds even at this power; the "
+         f"effect's size is known only to within ± {prim['ci']:.3f}." if prim["decision"] ==
+         "suppressed" else "This is the reading the rule gives at this power.")
+      + _weak_starts(res),
+      "## Secondary endpoints of the primary run (Holm-Bonferroni)",
+      family_markdown(res["family"]),
+      "## The embedding of the primary run", arm_table(res["rows"], res["starts"], res["family"]),
+      "### Through the continuation", trace_table(res["rows"], res["starts"]),
+      "### Sensitivity: numerator, denominator, ratio",
+      sensitivity_table(res["rows"], res["starts"]),
+      "### Zero-shot (light only where its words occurred in the tower's captions)",
+      zero_shot_table(res["rows"], res["starts"])]
+  for name, title in GRIDS.items():
+    grid = results[name]
+    lines += [f"## {title}", header(grid["config"]), decisions_table(grid)]
+    lines += [versus_primary(grid)] if versus_primary(grid) else []
+    lines += [_survivors(grid["family"])]
+  lines += ["## Reading", reading(results), "## SigLIP against CLIP",
+            "The loss as a factor (each loss at its own validated learning rate, SigLIP's bias "
+            "set for the batch) is its own study: `docs/studies/contrastive_losses.md`."]
+  return "\n\n".join(lines) + "\n"

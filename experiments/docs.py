@@ -66,6 +66,9 @@ def main(argv: Sequence[str]) -> int:
 # Registered write-ups (one line per study; each report module defines ``document``).
 # register("orbit", "experiments.orbit_report", ["orbit_default", ...])
 register("pretrained", "experiments.pretrained_report", ["pretrained_default"])
+register("contrastive_suppression", "experiments.contrastive_suppression_report",
+         ["contrastive_suppression_default", "contrastive_suppression_optim",
+          "contrastive_suppression_temperature", "contrastive_suppression_lamps"])
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv))
