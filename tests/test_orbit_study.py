@@ -1,4 +1,7 @@
-"""CLI tests of the orbit study: smoke run + schema, kill/resume gives identical results, bad flags."""
+"""CLI tests of the orbit study: smoke run + schema, kill/resume gives identical results, bad flags,
+the config as the default (flagfiles), typed runs."""
+import dataclasses
+import glob
 import json
 import os
 import signal
@@ -7,6 +10,9 @@ import time
 
 import pytest
 
+from experiments import config
+from experiments import orbit_config
+from experiments.orbit_config import OrbitConfig
 from invariance.models import TRANSLATION_MODELS
 from tests import cli
 
@@ -61,6 +67,10 @@ def test_smoke_run_writes_results_with_schema(smoke):
   assert by["cnn_flat"]["invariance"]["flip_rate"] > 0.0            # ... and its control
   for s in results["summary"]:
     assert {"model", "acc_in_support_mean", "acc_in_support_sd"} <= set(s)
+  # Every model learns something, so the golden rows pin trained behaviour (chance: 0.1; about
+  # 450 test digits, so 0.2 is 10 binomial sd above it).
+  learned = {m: r["acc_in_support"] for m, r in by.items()}
+  assert min(learned.values()) > 0.2, learned
   for name in ("results.md", "accuracy.png", "invariance_error.png", "loss_curves.png"):
     assert os.path.getsize(os.path.join(smoke, name)) > 0
 
@@ -78,7 +88,7 @@ def _rows_of(results, models):
 
 
 def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path, smoke):
-  """Kill -9 while orbit_full trains (after its step-20 checkpoint), rerun: the same rows as the
+  """Kill -9 while orbit_full trains (after its step-100 checkpoint), rerun: the same rows as the
   uninterrupted smoke run with the same flags (all but wall-clock fields; a row depends only on
   its model, seed and the flags, not on which other models run)."""
   killed_dir = str(tmp_path / "killed")
@@ -87,14 +97,14 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path, smok
                    merge_stderr=True)
   deadline = time.time() + 240
   for line in proc.stdout:
-    if "orbit_full/seed0 step 25/30" in line or time.time() > deadline:
+    if "orbit_full/seed0 step 110/200" in line or time.time() > deadline:
       break
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
   assert not os.path.exists(os.path.join(killed_dir, "results.json"))
   resumed = run_study(killed_dir, models)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "orbit_full/seed0: resumed from checkpoint at step 20" in resumed.stderr
+  assert "orbit_full/seed0: resumed from checkpoint at step 100" in resumed.stderr
   resumed_rows = _rows_of(load(killed_dir), {"orbit_full"})
   assert len(resumed_rows) == 1
   assert resumed_rows == _rows_of(load(smoke), {"orbit_full"})
@@ -152,3 +162,42 @@ def test_end_to_end_on_a_real_tfds_name_with_mocked_data(tmp_path):
   assert set(by) == {"mlp", "cnn_gap"}
   assert by["cnn_gap"]["invariance"]["max_error_max"] <= 1e-5
   assert len(by["mlp"]["placement_map"]) == 9 * 9
+
+
+def _parse(*args) -> OrbitConfig:
+  from absl import flags
+  fv = flags.FlagValues()
+  config.define_flags(OrbitConfig, fv)
+  fv(["prog", *args])
+  return config.from_flags(OrbitConfig, fv)
+
+
+FLAGFILES = os.path.join(ROOT, "experiments", "configs")
+
+
+def test_the_default_flagfile_is_the_config_default():
+  """``python -m experiments.orbit --workdir=x`` runs the documented default."""
+  cfg = _parse(f"--flagfile={os.path.join(FLAGFILES, 'orbit.flags')}")
+  assert cfg.workdir == "workdir/orbit"
+  assert dataclasses.replace(cfg, workdir=None) == OrbitConfig()
+  # The control: a flagfile that changes one value does not parse to the default.
+  assert dataclasses.replace(_parse("--steps=2999"), workdir=None) != OrbitConfig()
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(FLAGFILES, "orbit_*.flags"))))
+def test_variant_flagfiles_hold_only_what_differs_from_the_default(path):
+  cfg, default = _parse(f"--flagfile={path}"), OrbitConfig()
+  named = [line[2:].split("=")[0] for line in open(path) if line.startswith("--")]
+  assert named and all(getattr(cfg, name) != getattr(default, name)
+                       for name in named if name != "workdir"), path
+
+
+def test_runs_are_typed_with_one_row_key_per_arm_and_seed():
+  cfg = dataclasses.replace(OrbitConfig(), models=("mlp", "learned_aug"), seeds=(3, 4),
+                            aug_width_regs=(0.05, 2.0))
+  runs = cfg.runs()
+  assert [r.key for r in runs] == ["mlp_seed3", "learned_aug_r0.05_seed3", "learned_aug_r2_seed3",
+                                   "mlp_seed4", "learned_aug_r0.05_seed4", "learned_aug_r2_seed4"]
+  assert {r.arm.spec.aug_width_reg for r in runs if r.arm.model == "learned_aug"} == {0.05, 2.0}
+  assert all(r.arm.spec.cnn_channels == cfg.cnn_channels for r in runs)
+  assert orbit_config.row_key("cnn_gap", 0) == "cnn_gap_seed0"
