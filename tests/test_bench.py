@@ -47,3 +47,15 @@ def test_bad_flags_fail_in_one_line(tmp_path):
     lines = err.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and flag in lines[0], (flag, err)
   assert not list(tmp_path.iterdir())
+
+
+def test_train_suite_times_the_orbit_study_default_models():
+  """The benchmark's orbit models are the default run's: cnn_gap with 4 circular 3x3 layers of 16
+  channels (9 * (1 * 16 + 3 * 16 * 16) weights + 4 * 16 biases + a 16 -> 10 head = 7,290; a
+  3-layer net would have 4,970) and orbit_full's MLP 576-64-64-10 (41,738), at batch 64 on 24x24."""
+  import jax
+  for name, count in (("cnn_gap", 7290), ("orbit_full", 41738)):
+    loss_fn, params, batch = train_step._orbit_model(name)
+    assert sum(x.size for x in jax.tree.leaves(params)) == count, name
+    assert batch["images"].shape == (64, 24, 24, 1)
+    assert float(loss_fn(params, batch, jax.random.key(0))[0]) > 0

@@ -3,10 +3,10 @@
 The step is ``invariance.train``'s own jitted update (forward + backward + Adam, parameters
 replicated, batch sharded on the ``("data",)`` mesh), at the sizes of the study's default flagfile:
 
-  * ``orbit/cnn_gap``      circular ConvNet (16, 16, 16 channels) + global average pool, 24 x 24 x 1
-                           canvas, batch 64 (experiments/configs/orbit.flags);
-  * ``orbit/orbit_full``   full translation-orbit model of an MLP (64, 64), fast path, |G| = 576,
-                           batch 64;
+  * ``orbit/cnn_gap``      the orbit study's circular ConvNet + global average pool and
+  * ``orbit/orbit_full``   its full translation-orbit model of an MLP (fast path), both built by
+                           ``invariance.models`` from the study's default config (``OrbitConfig()``:
+                           channels, widths, canvas and batch size; experiments/orbit_config.py);
   * ``contrastive/clip``   the dual encoder (32 x 32 scenes, caption tokens, CLIP loss, embedding
                            dim 8), batch 128 (experiments/configs/contrastive.flags); the recovery
                            study pretrains and recaptions this same model.
@@ -32,7 +32,8 @@ import numpy as np
 import optax
 
 from experiments.benchmarks import timing
-from invariance import dual_encoder, encoders, groups, orbit, parallel, train
+from experiments.orbit_config import OrbitConfig
+from invariance import dual_encoder, groups, models, parallel, train
 from invariance.data import captions
 
 SPEEDUP_GOAL = 1.5
@@ -51,20 +52,24 @@ def _classifier(net_apply: Callable, init: Callable, batch: int, hw: int):
   return loss_fn, init(jax.random.key(1), x[:1]), {"images": x, "labels": y}
 
 
+def _orbit_model(name: str):
+  """``name`` as the orbit study's default run trains it (its config's sizes, its train logits)."""
+  cfg = OrbitConfig()
+  model = models.make(name, cfg.model_spec(), groups.Translations(cfg.canvas, cfg.canvas))
+  return _classifier(lambda p, x, r: model.train_logits(p, {"images": x}, r), model.init,
+                     cfg.batch_size, cfg.canvas)
+
+
 def _models() -> Dict[str, Any]:
-  """name -> (loss_fn, params, host batch), at the default flagfiles' sizes."""
-  cnn = encoders.CircularCNN((16, 16, 16))
-  mlp = encoders.MLP((64, 64))
-  orbit_model = orbit.OrbitModel(mlp, groups.Translations(24, 24), mode="fast")
+  """name -> (loss_fn, params, host batch), at the default configs' sizes."""
   tok = captions.Tokenizer()
   dual = dual_encoder.DualEncoder(tok.vocab_size, 8, "clip")
   k_img, k_tok = jax.random.split(jax.random.key(2))
   images = np.asarray(jax.random.uniform(k_img, (128, 32, 32, 3)))
   tokens = np.asarray(jax.random.randint(k_tok, (128, tok.max_len), 0, tok.vocab_size))
   return {
-      "orbit/cnn_gap": _classifier(lambda p, x, r: cnn.apply(p, x), cnn.init, 64, 24),
-      "orbit/orbit_full": _classifier(lambda p, x, r: orbit_model.apply(p, x, r), mlp.init, 64,
-                                      24),
+      "orbit/cnn_gap": _orbit_model("cnn_gap"),
+      "orbit/orbit_full": _orbit_model("orbit_full"),
       "contrastive/clip": (dual_encoder.make_loss_fn(dual),
                            dual.init(jax.random.key(3), *dual_encoder.example_inputs(
                                32, tok.max_len)),
