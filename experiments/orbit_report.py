@@ -83,7 +83,7 @@ def markdown(cfg, results: dict) -> str:
        for s in summary])
   audit_table = report.markdown_table(
       ["model", "per-example max error", "flip rate", "flip rate, shifts inside support",
-       "flip rate, other shifts", "batch error (earlier editions)"],
+       "flip rate, other shifts", "batch error (whole batch at once)"],
       [[s["model"], report.pm(s, "max_error_max", "{:.2e}"), report.pm(s, "flip_rate"),
         report.pm(s, "flip_rate_inside"), report.pm(s, "flip_rate_outside"),
         report.pm(s, "invariance_error", "{:.2e}")]
@@ -201,3 +201,294 @@ def plot_maps(workdir: workdir_lib.Workdir, cfg, maps: dict) -> None:
                "support", fontsize=10)
   workdir_lib.save_figure(fig, workdir.file("placement_maps.png"))
   plt.close(fig)
+
+
+# -- the study's write-up (docs/studies/orbit.md, from the saved runs: experiments.docs) -----------
+RESULT_DIRS = ("orbit_default", "orbit_ablations", "orbit_flat_matched", "orbit_aug_converged",
+               "orbit_rotation")
+IN, OUT = "acc_in_support", "acc_out_of_support"
+AUG_EVAL = "mlp_aug_full" + ORBIT_EVAL_SUFFIX
+
+
+def _rows(saved: dict) -> dict:
+  """(run name, seed) -> row, with the derived test-time orbit rows."""
+  return {(r["model"], r["seed"]): r for r in saved["rows"] + derived_rows(saved["rows"])}
+
+
+def _diffs(a_rows: dict, a: str, b_rows: dict, b: str, metric: str) -> list[float]:
+  """Per-seed ``metric`` of ``a`` minus ``b``, over the seeds both have (paired by seed)."""
+  seeds = sorted({s for m, s in a_rows if m == a} & {s for m, s in b_rows if m == b})
+  return [a_rows[(a, s)][metric] - b_rows[(b, s)][metric] for s in seeds]
+
+
+def _metric_name(metric: str) -> str:
+  return {IN: "in support", OUT: "out of support"}[metric]
+
+
+def paired_family(endpoints: dict[str, list[float]]) -> tuple[str, dict]:
+  """A family of paired endpoints as a table (mean difference, 95% t-interval, the interval at
+  its Holm step, Holm-adjusted p, whether it survives) and the statistics by name."""
+  stats = report.holm_family(endpoints)
+  table = report.markdown_table(
+      ["difference (paired by seed)", "seeds", "mean", "95% interval", "Holm interval",
+       "p (Holm)", "survives Holm"],
+      [[name, s["n"], f"{s['mean']:+.3f}", _interval(s["mean"], s["ci"]),
+        _interval(s["mean"], s.get("ci_holm", float("nan"))), f"{s['p_holm']:.3f}",
+        "yes" if s["survives"] else "no"] for name, s in stats.items()])
+  return table, stats
+
+
+def _interval(mean: float, half: float) -> str:
+  return "-" if not np.isfinite(half) else f"[{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
+def _say(s: dict) -> str:
+  """``+0.012 (95% [-0.010, +0.034], survives Holm)``."""
+  verdict = "survives Holm" if s["survives"] else "does not survive Holm"
+  return f"{s['mean']:+.3f} (95% {_interval(s['mean'], s['ci'])}; {verdict})"
+
+
+def _shows(s: dict, sign: int) -> bool:
+  """The Holm-corrected reading: the difference has this sign and survives the correction."""
+  return s["survives"] and np.sign(s["mean"]) == sign
+
+
+def _summary_table(saved: dict, models_: list[str] | None = None) -> str:
+  rows = saved["rows"] + derived_rows(saved["rows"])
+  summary = report.summarize([_flat(r) for r in rows], ["model"], METRICS)
+  return report.markdown_table(
+      ["model", "params", "acc in support", "acc out of support", "largest per-example error",
+       "flip rate", "best / stopped step (range)", "seeds"],
+      [[s["model"], f"{s['num_params_mean']:,.0f}", report.pm(s, IN), report.pm(s, OUT),
+        _largest_error(saved, s["model"]), report.pm(s, "flip_rate"),
+        _step_range(saved, s["model"]), s["n"]]
+       for s in summary if models_ is None or s["model"] in models_])
+
+
+def _largest_error(saved: dict, model: str) -> str:
+  errors = [r["invariance"]["max_error_max"] for r in saved["rows"]
+            if r["model"] == model and r.get("invariance")]
+  return f"{max(errors):.1e}" if errors else "-"
+
+
+def _step_range(saved: dict, model: str) -> str:
+  rows = [r for r in saved["rows"] if r["model"] == model.removesuffix(ORBIT_EVAL_SUFFIX)]
+  lo = lambda k: min(r[k] for r in rows)
+  hi = lambda k: max(r[k] for r in rows)
+  return f"{lo('best_step')}-{hi('best_step')} / {lo('steps_run')}-{hi('steps_run')}"
+
+
+def _rule(flags: dict) -> str:
+  return (f"validation every {flags['eval_every']} steps, stop after {flags['patience']} "
+          f"evaluations without a {100 * flags['min_delta']:g}-point gain, cap {flags['steps']:,} "
+          "steps")
+
+
+def _stopped(saved: dict, model: str) -> tuple[int, int, int, int]:
+  """(first, last stopping step, runs stopped by the rule before the cap, runs)."""
+  rows = [r for r in saved["rows"] if r["model"] == model]
+  return (min(r["steps_run"] for r in rows), max(r["steps_run"] for r in rows),
+          sum(r["steps_run"] < r["step_cap"] for r in rows), len(rows))
+
+
+def _intro(flags: dict) -> str:
+  side, glyph = flags["canvas"], flags["object_size"]
+  return f"""# Orbit study: hard, orbit, augmented and no invariance on curated data
+
+Does an invariance built into the model (a circular ConvNet with global average pooling, an
+orbit-averaged MLP) hold where the training data never went, and does one learned from the data
+(augmentation) hold as well? {glyph}x{glyph} digits are placed only in the {flags["support"]} half
+of a {side}x{side} canvas; each model is tested on held-out digits in that half (in support), in
+the other half (out of support), at every placement (maps), and audited over every one of the
+{side * side} cyclic shifts (per-example logit error and prediction flips). A second group, C4
+rotations, trains upright digits and tests them rotated. Every arm trains under one convergence
+rule on a validation split of held-out training digits (the rule is stated with each table).
+Intervals are 95% t-intervals over seeds; a seed sets the digit split and placements as well as
+the initialisation, so differences are paired by seed. Each table of paired differences is one
+family, corrected with Holm-Bonferroni ("survives Holm": adjusted p <= 0.05)."""
+
+
+_COMMANDS = """## How to run
+
+    python -m experiments.orbit --workdir=workdir/orbit          # the default run (5 seeds)
+    python -m experiments.orbit --flagfile=experiments/configs/orbit.flags \\
+        --flagfile=experiments/configs/orbit_ablations.flags        # or _flat_matched, _aug_converged
+    python -m experiments.orbit --flagfile=experiments/configs/orbit_rotation.flags
+    python -m experiments.orbit --flagfile=experiments/configs/orbit_smoke.flags  # seconds (CI)
+
+`OrbitConfig` (experiments/orbit_config.py) holds every parameter and its default; a variant
+flagfile holds only what it changes. Each saved run below has a RUN.md in its docs/results
+directory with its exact command, machine, load and wall time."""
+
+
+def _default_section(saved: dict) -> str:
+  rows = _rows(saved)
+  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
+  table, s = paired_family({
+      "orbit_full - mlp_aug_full, out of support": d("orbit_full", "mlp_aug_full", OUT),
+      "orbit_full - mlp, out of support": d("orbit_full", "mlp", OUT),
+      "cnn_gap - cnn_flat, out of support": d("cnn_gap", "cnn_flat", OUT),
+      "cnn_flat - cnn_gap, in support": d("cnn_flat", "cnn_gap", IN),
+      "orbit_full - cnn_gap, in support": d("orbit_full", "cnn_gap", IN),
+      "cnn_aps - cnn_gap, in support": d("cnn_aps", "cnn_gap", IN)})
+  first, last, early, n = _stopped(saved, "mlp_aug_full")
+  size = lambda m: next(r["num_params"] for r in saved["rows"] if r["model"] == m)
+  exact = [m for m in ("orbit_full", "cnn_gap", "cnn_aps")
+           if any(r["model"] == m for r in saved["rows"])]
+  worst = max(r["invariance"]["max_error_max"] for r in saved["rows"] if r["model"] in exact)
+  reading = [
+      f"The exactly invariant arms ({', '.join(f'`{m}`' for m in exact)}) flip no prediction "
+      f"under any of the {saved['flags']['canvas'] ** 2} shifts, with a largest per-example logit error of {worst:.1e} over "
+      "every audited example and seed (float32 rounding): their accuracy out of support equals "
+      "their accuracy in it.",
+      "Out of support, the orbit model beats full-group augmentation by "
+      f"{_say(s['orbit_full - mlp_aug_full, out of support'])} and the plain MLP by "
+      f"{_say(s['orbit_full - mlp, out of support'])}; the circular ConvNet beats the flatten "
+      f"ConvNet by {_say(s['cnn_gap - cnn_flat, out of support'])}.",
+      f"In support, `cnn_flat` ({size('cnn_flat') / size('cnn_gap'):.1f}x `cnn_gap`'s parameters) "
+      "differs from `cnn_gap` by "
+      f"{_say(s['cnn_flat - cnn_gap, in support'])}; the parameter-matched control below asks "
+      "whether that is its size.",
+      f"`mlp_aug_full` stopped at steps {first}-{last} under this rule ({early} of {n} runs "
+      "before the cap): the convergence run below trains it until it stops improving."]
+  return "\n\n".join([
+      "## Default run: translations, 5 seeds",
+      f"Rule: {_rule(saved['flags'])}. `{AUG_EVAL}`: `mlp_aug_full`'s parameters averaged over "
+      "the whole orbit at test time (no retraining).", _summary_table(saved),
+      "Paired differences (one family):", table, " ".join(reading)])
+
+
+def _ablation_section(saved: dict, matched: dict) -> str:
+  rows, mrows = _rows(saved), _rows(matched)
+  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
+  table, s = paired_family({
+      "cnn_zero_gap - cnn_gap, out of support": d("cnn_zero_gap", "cnn_gap", OUT),
+      "cnn_circ_flat - cnn_gap, out of support": d("cnn_circ_flat", "cnn_gap", OUT),
+      "cnn_strided - cnn_gap, out of support": d("cnn_strided", "cnn_gap", OUT),
+      "cnn_circ_flat - cnn_zero_gap, out of support": d("cnn_circ_flat", "cnn_zero_gap", OUT),
+      "cnn_zero_gap - cnn_gap, in support": d("cnn_zero_gap", "cnn_gap", IN),
+      "cnn_circ_flat - cnn_gap, in support": d("cnn_circ_flat", "cnn_gap", IN),
+      "cnn_strided - cnn_gap, in support": d("cnn_strided", "cnn_gap", IN)})
+  head, pad = s["cnn_circ_flat - cnn_gap, out of support"], s["cnn_zero_gap - cnn_gap, out of support"]
+  versus = s["cnn_circ_flat - cnn_zero_gap, out of support"]
+  if _shows(head, -1) and _shows(versus, -1):
+    verdict = ("the flatten head costs more accuracy out of support than zero padding does: the "
+               "head, more than the padding, carries the loss of invariance")
+  else:
+    verdict = ("these seeds do not separate the head's cost from the padding's after the "
+               "correction")
+  reading = (f"Out of support, a flatten head on the circular ConvNet changes accuracy by "
+             f"{_say(head)}, zero padding by {_say(pad)}, plain strides by "
+             f"{_say(s['cnn_strided - cnn_gap, out of support'])}; head against padding "
+             f"{_say(versus)}: {verdict}.")
+  mt, ms = paired_family({
+      "cnn_flat (matched) - cnn_gap, in support": _diffs(mrows, "cnn_flat", rows, "cnn_gap", IN),
+      "cnn_flat (matched) - cnn_gap, out of support": _diffs(mrows, "cnn_flat", rows, "cnn_gap",
+                                                             OUT)})
+  inside = ms["cnn_flat (matched) - cnn_gap, in support"]
+  size = {m: next(r["num_params"] for r in src["rows"] if r["model"] == m)
+          for src, m in ((matched, "cnn_flat"), (saved, "cnn_gap"), (saved, "cnn_circ_flat"))}
+  if _shows(inside, 1):
+    claim = ("so a flatten head is more accurate in support than global pooling at equal "
+             "parameter count, consistent with it using where the digit sits")
+  elif _shows(inside, -1):
+    claim = ("so at equal parameter count the flatten head is the less accurate one in support: "
+             "the default `cnn_flat`'s lead there goes with its size")
+  else:
+    claim = ("so at equal parameter count these seeds show no in-support difference: whether a "
+             "flatten head gains from absolute position is not shown")
+  matched_text = (
+      f"The flatten control at `cnn_gap`'s size (`cnn_flat` with channels "
+      f"{','.join(map(str, matched['flags']['cnn_channels']))}: {size['cnn_flat']:,} parameters "
+      f"against `cnn_gap`'s {size['cnn_gap']:,}; the default flatten nets have "
+      f"{size['cnn_circ_flat']:,}) differs from `cnn_gap` in support by {_say(inside)}, {claim}. "
+      "It keeps the trunk's depth but narrows it (a 1-channel last layer feeds the head), so it "
+      "changes width as well as the head: a confound this control cannot remove. Paired with "
+      "`cnn_gap` of the ablation run by seed (same digits and training code, two processes).")
+  return "\n\n".join([
+      "## One change at a time: ConvNet ablations (seeds 0-2)",
+      f"Rule: {_rule(saved['flags'])}. Every ablation paired with `cnn_gap` of the same run.",
+      _summary_table(saved, ["cnn_gap", "cnn_zero_gap", "cnn_circ_flat", "cnn_strided"]),
+      table, reading, "### Parameter-matched flatten head",
+      _summary_table(matched), mt, matched_text])
+
+
+def _augmentation_section(saved: dict) -> str:
+  rows = _rows(saved)
+  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
+  learned = sorted({m for m, _ in rows if m.startswith("learned_aug")})
+  endpoints = {f"{m} - mlp_aug_support, {_metric_name(k)}": d(m, "mlp_aug_support", k)
+               for m in learned for k in (IN, OUT)}
+  endpoints["orbit_sampled - mlp_aug_support, out of support"] = d("orbit_sampled",
+                                                                  "mlp_aug_support", OUT)
+  table, s = paired_family(endpoints)
+  widths = {m: np.mean([r["learned_width"]["dy"] for r in saved["rows"] if r["model"] == m])
+            for m in learned}
+  trades = "; ".join(
+      f"`{m}` (range ±{widths[m]:.1f} px rows): in {_say(s[f'{m} - mlp_aug_support, in support'])}"
+      f", out {_say(s[f'{m} - mlp_aug_support, out of support'])}" for m in learned)
+  return "\n\n".join([
+      "## Sampled orbit and learned augmentation (seeds 0-2)",
+      "One baseline for every learned-augmentation trade: `mlp_aug_support` (augmentation that "
+      "keeps the digit in the training support), in the same run.",
+      _summary_table(saved, ["orbit_sampled", "mlp_aug_support", *learned]), table,
+      f"Against that baseline: {trades}."])
+
+
+def _converged_section(saved: dict) -> str:
+  rows = _rows(saved)
+  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
+  table, s = paired_family({
+      "orbit_full - mlp_aug_full, out of support": d("orbit_full", "mlp_aug_full", OUT),
+      "orbit_full - mlp_aug_full, in support": d("orbit_full", "mlp_aug_full", IN),
+      f"{AUG_EVAL} - mlp_aug_full, out of support": d(AUG_EVAL, "mlp_aug_full", OUT),
+      f"orbit_full - {AUG_EVAL}, out of support": d("orbit_full", AUG_EVAL, OUT)})
+  first, last, early, n = _stopped(saved, "mlp_aug_full")
+  ofirst, olast, oearly, on = _stopped(saved, "orbit_full")
+  out = s["orbit_full - mlp_aug_full, out of support"]
+  verdict = ("the orbit model stays ahead out of support with augmentation trained to its own "
+             "plateau" if _shows(out, 1) else
+             "at augmentation's plateau the orbit model's lead out of support is not shown")
+  return "\n\n".join([
+      "## Augmentation trained until it stops improving (5 seeds)",
+      f"Rule for both arms: {_rule(saved['flags'])} (the cosine schedule decays over the cap). "
+      f"`mlp_aug_full` stopped at steps {first}-{last} ({early} of {n} runs stopped by the rule "
+      f"before the cap), `orbit_full` at {ofirst}-{olast} ({oearly} of {on}).",
+      _summary_table(saved), table,
+      f"Orbit model minus augmentation out of support: {_say(out)}, in support "
+      f"{_say(s['orbit_full - mlp_aug_full, in support'])}: {verdict}. Averaging the augmented "
+      "MLP over the orbit at test time changes its out-of-support accuracy by "
+      f"{_say(s[f'{AUG_EVAL} - mlp_aug_full, out of support'])}."])
+
+
+def _rotation_section(saved: dict) -> str:
+  rows = _rows(saved)
+  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
+  arms = [m for m in ("mlp_aug_full", "orbit_full", "orbit_sampled", "p4", "cnn_flat")
+          if (m, saved["rows"][0]["seed"]) in rows]
+  endpoints = {f"{m} - mlp, rotated": d(m, "mlp", OUT) for m in arms}
+  endpoints.update({f"p4 - {m}, upright": d("p4", m, IN)
+                    for m in ("orbit_full", "mlp_aug_full", "cnn_flat")})
+  table, s = paired_family(endpoints)
+  gains = ", ".join(f"`{m}` {_say(s[f'{m} - mlp, rotated'])}" for m in arms)
+  p4 = ", ".join(f"`{m}` {_say(s[f'p4 - {m}, upright'])}"
+                 for m in ("orbit_full", "mlp_aug_full", "cnn_flat"))
+  return "\n\n".join([
+      "## C4 rotations (5 seeds)",
+      f"Trained upright (6 and 9 excluded), tested upright (\"in support\") and rotated by k x 90 "
+      f"degrees, k = 1..3 (\"out of support\"). Rule: {_rule(saved['flags'])}.",
+      _summary_table(saved), table,
+      f"Rotated accuracy against the plain MLP: {gains}. Upright, p4 minus: {p4}."])
+
+
+def document(results: dict[str, dict]) -> str:
+  """docs/studies/orbit.md from the saved runs (``RESULT_DIRS``; see ``experiments.docs``)."""
+  r = results
+  return "\n\n".join([
+      _intro(r["orbit_default"]["flags"]), _COMMANDS, _default_section(r["orbit_default"]),
+      _ablation_section(r["orbit_ablations"], r["orbit_flat_matched"]),
+      _augmentation_section(r["orbit_ablations"]),
+      _converged_section(r["orbit_aug_converged"]), _rotation_section(r["orbit_rotation"]),
+      "Jensen's inequality (the orbit model's loss never exceeds the mean loss over transformed "
+      "copies, for cross-entropy on logits) is checked on every MLP-based row as a float sanity "
+      "check (results.md of each run), not a finding."]) + "\n"

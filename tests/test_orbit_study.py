@@ -201,3 +201,14 @@ def test_runs_are_typed_with_one_row_key_per_arm_and_seed():
   assert {r.arm.spec.aug_width_reg for r in runs if r.arm.model == "learned_aug"} == {0.05, 2.0}
   assert all(r.arm.spec.cnn_channels == cfg.cnn_channels for r in runs)
   assert orbit_config.row_key("cnn_gap", 0) == "cnn_gap_seed0"
+
+
+@pytest.mark.parametrize("flag", ["eval_examples", "map_examples", "jensen_batches",
+                                  "cnn_channels", "mlp_hidden", "placements_per_image"])
+def test_a_30_digit_count_is_refused_in_one_line_naming_the_flag(flag):
+  """Every size is bounded in the config (counts live in int32 indices and step counters); the
+  smoke flagfile alone is the control."""
+  smoke = f"--flagfile={os.path.join(ROOT, SMOKE)}"
+  message = cli.flag_error(OrbitConfig, smoke, f"--{flag}={'1' * 30}")
+  assert message.startswith(f"--{flag}=") and "allowed" in message and "\n" not in message
+  assert cli.flag_error(OrbitConfig, smoke) == ""
