@@ -48,7 +48,8 @@ def flag_error(cls, *args) -> str:
 
 SMOKE_FLAGFILES = {"orbit": "experiments/configs/orbit_smoke.flags",
                    "contrastive": "experiments/configs/contrastive_smoke.flags",
-                   "recover": "experiments/configs/recover_smoke.flags"}
+                   "recover": "experiments/configs/recover_smoke.flags",
+                   "pretrained": "experiments/configs/pretrained_smoke.flags"}
 
 
 def free_port() -> int:
@@ -77,13 +78,13 @@ def _kill_when(log_path: str, pattern: str, proc: subprocess.Popen, record: dict
 
 
 class SmokeRuns:
-  """Every study's smoke run and the two-process runs, started together the first time any one
-  is asked for.
+  """Every study's smoke run and the two-process runs, started together (``start``; tests/conftest.py
+  starts them as collection ends and runs the files that read them last).
 
   XLA compiles on one thread and the smoke runs are mostly compiling (the peer-death run mostly
-  waits for a heartbeat timeout), so on a 2-core machine they finish in a fraction of the time
-  they take one after another. Output goes to files (pipes that nobody reads while another run is
-  awaited could fill up and stall a run).
+  waits for a heartbeat timeout), so on a 2-core machine they keep the second core busy while the
+  in-process tests run on the first. Output goes to files (pipes that nobody reads while another
+  run is awaited could fill up and stall a run).
   """
 
   def __init__(self, base_dir: str):
@@ -111,7 +112,7 @@ class SmokeRuns:
                   "--num_processes=2", f"--process_id={i}",
                   f"--heartbeat_timeout={heartbeat}", *args, workdir=workdir)
 
-  def _start_all(self):
+  def start(self):
     for study, flagfile in SMOKE_FLAGFILES.items():
       self._start(study, study, flagfile)
     self._start_pair("distributed")
@@ -135,7 +136,7 @@ class SmokeRuns:
     """(workdir, return code, combined output) of the finished run ``name`` (a study, or
     ``distributed/<i>`` / ``peer_death/<i>``)."""
     if not self.procs:
-      self._start_all()
+      self.start()
     proc, workdir, log = self.procs[name]
     proc.wait(timeout=timeout)
     log.close()

@@ -29,13 +29,43 @@ os.environ.setdefault("INVARIANCE_TEST_CACHE", tempfile.mkdtemp(prefix="invarian
 # user's ~/tensorflow_datasets; study subprocesses inherit it.
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="invariance-tfds-"))
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
+
+_SMOKE = "smoke_runs"
+_smoke_runs = None       # tests/cli.SmokeRuns, started when collection ends
+
+
+def _reads_smoke_runs(item) -> bool:
+  return _SMOKE in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+  """Test files that read the shared smoke runs go last (every file keeps its own order), so the
+  runs, started in the background when collection ends, use the second core while the in-process
+  tests run on the first; by the time those files come up, their runs have mostly finished."""
+  late = {item.path for item in items if _reads_smoke_runs(item)}
+  items[:] = [i for i in items if i.path not in late] + [i for i in items if i.path in late]
+
+
+def pytest_collection_finish(session):
+  global _smoke_runs
+  if session.config.option.collectonly or not any(map(_reads_smoke_runs, session.items)):
+    return
+  from tests import cli
+  _smoke_runs = cli.SmokeRuns(tempfile.mkdtemp(prefix="invariance-smoke-runs-"))
+  _smoke_runs.start()
+
+
+def pytest_sessionfinish(session):
+  if _smoke_runs is not None:
+    _smoke_runs.stop()
+    shutil.rmtree(_smoke_runs.base_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def smoke_runs(tmp_path_factory):
-  """The three studies' smoke runs, run concurrently once per session (see tests/cli.py)."""
-  from tests import cli
-  runs = cli.SmokeRuns(str(tmp_path_factory.mktemp("smoke_runs")))
-  yield runs
-  runs.stop()
+def smoke_runs():
+  """The studies' smoke runs (see tests/cli.py), started once per session as collection ends."""
+  assert _smoke_runs is not None, "started in pytest_collection_finish for every test using it"
+  return _smoke_runs

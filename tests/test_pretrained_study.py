@@ -17,16 +17,15 @@ FIXTURES = "tests/fixtures/pretrained/"
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("pretrained") / "run")
-  proc = cli.popen("pretrained", f"--flagfile={SMOKE}", f"--workdir={workdir}")
-  out, err = proc.communicate(timeout=600)
-  assert proc.returncode == 0, err[-3000:]
-  return workdir, out, err
+def smoke(smoke_runs):
+  """The smoke run, one of the shared runs (tests/cli.SmokeRuns): its workdir and its output."""
+  workdir, returncode, output = smoke_runs.get("pretrained")
+  assert returncode == 0, output[-3000:]
+  return workdir, output
 
 
 def test_smoke_run_writes_every_part(smoke):
-  workdir, out, _ = smoke
+  workdir, output = smoke
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   assert results["pretrained_weights"] is True and results["note"] is None
@@ -52,11 +51,11 @@ def test_smoke_run_writes_every_part(smoke):
   assert all(len(r["test_acc"]) == 2 for r in results["recovery"])
   for name in ("results.md", "layers.png", "label_curves.png"):
     assert os.path.isfile(os.path.join(workdir, name))
-  assert out.strip().endswith("results.md")
+  assert output.strip().splitlines()[-1] == os.path.join(workdir, "results.md")
 
 
 def test_rerun_reuses_every_row(smoke):
-  workdir, _, _ = smoke
+  workdir, _ = smoke
   rows = sorted(os.listdir(os.path.join(workdir, "rows")))
   mtimes = [os.path.getmtime(os.path.join(workdir, "rows", r)) for r in rows]
   proc = cli.popen("pretrained", f"--flagfile={SMOKE}", f"--workdir={workdir}", "--recovery=")
