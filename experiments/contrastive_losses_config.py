@@ -24,7 +24,7 @@ SELECTION_P = 1.0           # the learning rate is chosen on captions that name 
 @dataclasses.dataclass(frozen=True)
 class LossesConfig(config.StudyConfig, caption_towers.TowerConfig):
   seeds: tuple[int, ...] = config.param(
-      tuple(range(22)), "Comparison seeds: each loss at its chosen learning rate.", low=0,
+      tuple(range(10)), "Comparison seeds: each loss at its chosen learning rate.", low=0,
       high=2**32 - 1)
   selection_seeds: tuple[int, ...] = config.param(
       (0, 1, 2), "Seeds of the learning-rate selection (every loss x rate, p = 1).", low=0,

@@ -8,10 +8,10 @@ same):
   rate, paired by seed; mean and two-sided 95% t-interval.
 * **Reading**: interval above 0 -> "CLIP holds more light", below 0 -> "SigLIP holds more light";
   inside (-``EFFECT``, +``EFFECT``) -> "equal within 0.05"; otherwise "not decided at this power".
-* **Seeds**: ``PLANNED_SEEDS`` = ``report.seeds_for_power(PRIOR_SD, PLANNED_EFFECT)``: 80% power
-  for a difference of 0.15 (half the 3-seed mean, +0.326) at the sd 0.235 of that 3-seed
-  comparison; 0.05 at that sd would take 176 seeds. The report restates the power from the
-  comparison's own sd.
+* **Seeds**: ``PLANNED_SEEDS`` = 10, what this machine's compute allowed beside the selection; at
+  the sd 0.235 of a 3-seed comparison at one shared rate (mean +0.326) they give 80% power for a
+  difference of ``PLANNED_EFFECT`` (``detectable_effect``, tested); 0.05 at that sd would take 176
+  seeds. The report restates the power from the comparison's own sd.
 * **Secondary** (Holm-Bonferroni, alpha 0.05): CLIP minus SigLIP for the embedding's car colour,
   pedestrian and clouds probes and the light's zero-shot accuracy.
 """
@@ -25,15 +25,17 @@ from experiments import config
 from experiments import report
 from experiments import workdir as workdir_lib
 from experiments.contrastive_losses_config import SELECTION_P
-from experiments.contrastive_suppression_report import detectable_effect
+from experiments.contrastive_suppression_report import detectable_effect, pm, seed_text, signed
 
 ATTRS = ("light", "car_color", "pedestrian", "clouds")
 EFFECT = 0.05
 ALPHA = 0.05
 PRIOR_SD = 0.235   # docs/results/contrastive_losses: sd of CLIP - SigLIP embedding light, 3 seeds
-PLANNED_EFFECT = 0.15
-PLANNED_SEEDS = 22         # report.seeds_for_power(PRIOR_SD, PLANNED_EFFECT) (tested)
+PLANNED_SEEDS = 10
+PLANNED_EFFECT = 0.234     # detectable_effect(PRIOR_SD, PLANNED_SEEDS): 80% power (tested)
 RESULTS = "contrastive_losses_fair"
+UNTRAINED_CAR = 0.5    # a tower whose embedding's car-colour probe (3 colours, chance 1/3) stays
+                       # below this learned nothing from its captions: counted as not trained
 
 
 def describe(row: dict) -> str:
@@ -44,20 +46,16 @@ def describe(row: dict) -> str:
           f"{row['validation_loss']:.4f}")
 
 
+def untrained(rows) -> int:
+  """How many of ``rows`` learned nothing (embedding car-colour probe < ``UNTRAINED_CAR``): they
+  stay in every mean and difference (the endpoint is over all seeds) and are counted here."""
+  return sum(r["probe"]["embedding"]["car_color"] < UNTRAINED_CAR for r in rows
+             if not r.get("diverged"))
+
+
 def _of(rows, **want) -> list[dict]:
   return sorted((r for r in rows if all(r[k] == v for k, v in want.items())),
                 key=lambda r: r["seed"])
-
-
-def _pm(vals) -> str:
-  if not vals:
-    return "-"
-  mean, _, ci = report.mean_sd_ci(vals)
-  return f"{mean:.3f}" if len(vals) < 2 else f"{mean:.3f} ± {ci:.3f}"
-
-
-def _signed(d: dict) -> str:
-  return f"{d['mean']:+.3f}" if d["n"] < 2 else f"{d['mean']:+.3f} ± {d['ci']:.3f}"
 
 
 def selection(rows, seeds) -> dict[str, dict]:
@@ -133,26 +131,28 @@ def rate_table(rows, results) -> str:
       diverged = sum(bool(r.get("diverged")) for r in seeds)
       fine = [r for r in seeds if not r.get("diverged")]
       mark = " (chosen)" if sel[loss]["chosen"] == lr else ""
-      out.append([loss, f"{lr:g}{mark}", len(seeds), diverged,
-                  _pm([r["validation_loss"] for r in fine]),
-                  _pm([r["probe"]["embedding"]["light"] for r in fine]),
-                  _pm([r["probe"]["embedding"]["car_color"] for r in fine])])
-  return report.markdown_table(["loss", "peak lr", "seeds", "diverged", "validation loss",
-                                "embedding light", "embedding car"], out)
+      out.append([loss, f"{lr:g}{mark}", len(seeds), diverged, untrained(fine),
+                  pm([r["validation_loss"] for r in fine]),
+                  pm([r["probe"]["embedding"]["light"] for r in fine]),
+                  pm([r["probe"]["embedding"]["car_color"] for r in fine])])
+  return report.markdown_table(["loss", "peak lr", "seeds", "diverged", "untrained",
+                                "validation loss", "embedding light", "embedding car"], out)
 
 
 def chosen_table(rows, results) -> str:
   out = []
   for loss, s in sorted(results["selection"].items()):
     if s["chosen"] is None:
-      out.append([loss, "none (every rate diverged)"] + ["-"] * 6)
+      out.append([loss, "none (every rate diverged)"] + ["-"] * 7)
       continue
     got = [r for r in _of(rows, loss=loss, lr=s["chosen"], p=SELECTION_P)
            if r["seed"] in results["seeds"]]
     light = [r["zero_shot"]["light"] for r in got if r["zero_shot"]["light"] is not None]
-    out.append([loss, f"{s['chosen']:g}" + (" (grid edge)" if s["edge"] else ""), len(got)]
-               + [_pm([r["probe"]["embedding"][a] for r in got]) for a in ATTRS] + [_pm(light)])
-  return report.markdown_table(["loss", "chosen lr", "seeds"] + [f"embedding {a}" for a in ATTRS]
+    out.append([loss, f"{s['chosen']:g}" + (" (grid edge)" if s["edge"] else ""), len(got),
+                untrained(got)]
+               + [pm([r["probe"]["embedding"][a] for r in got]) for a in ATTRS] + [pm(light)])
+  return report.markdown_table(["loss", "chosen lr", "seeds", "untrained"]
+                               + [f"embedding {a}" for a in ATTRS]
                                + ["zero-shot light"], out)
 
 
@@ -163,7 +163,7 @@ def comparison_markdown(comp: dict) -> str:
   lines = [report.markdown_table(
       ["endpoint", "seeds", "CLIP - SigLIP (95%)", "p", "reading", "sd", "seeds for 0.05",
        "detectable at 80%"],
-      [["embedding light probe", d["n"], _signed(d), f"{d['p']:.3g}", f"**{d['reading']}**",
+      [["embedding light probe", d["n"], signed(d), f"{d['p']:.3g}", f"**{d['reading']}**",
         f"{d['sd']:.3f}", d.get("seeds_for_0.05", "-"),
         f"{d.get('detectable_effect', float('nan')):.3f}"]])]
   fam = comp["family"]
@@ -173,7 +173,7 @@ def comparison_markdown(comp: dict) -> str:
     lines.append(report.markdown_table(
         ["CLIP - SigLIP", "seeds", "mean ± 95%", "interval at its Holm step", "p", "Holm p",
          "survives"],
-        [[k, v["n"], _signed(v), f"± {v['ci_holm']:.3f}", f"{v['p']:.3g}", f"{v['p_holm']:.3g}",
+        [[k, v["n"], signed(v), f"± {v['ci_holm']:.3f}", f"{v['p']:.3g}", f"{v['p_holm']:.3g}",
           "yes" if v["survives"] else ""] for k, v in fam.items()]))
   return "\n".join(lines)
 
@@ -185,14 +185,7 @@ def summary(cfg) -> str:
           f"'{cfg['siglip_bias_init']}'. Learning rate per loss: lowest mean validation loss "
           f"({cfg['num_validation']} held-out captioned scenes, p = 1) over selection seeds "
           f"{cfg['selection_seeds']}; comparison at the chosen rates over seeds "
-          f"{_seed_text(cfg['seeds'])}. Mean ± 95% t-interval.")
-
-
-def _seed_text(seeds) -> str:
-  seeds = list(seeds)
-  if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-    return f"{seeds[0]}-{seeds[-1]} ({len(seeds)})"
-  return str(seeds)
+          f"{seed_text(cfg['seeds'])}. Mean ± 95% t-interval.")
 
 
 def results_markdown(results) -> str:
@@ -216,10 +209,10 @@ def document(results: dict[str, dict]) -> str:
   lines = [
       "# CLIP against a fair SigLIP",
       "Does the loss decide how much of a never-varied caption attribute stays in the image "
-      "embedding? The second caption study trained SigLIP with CLIP's recipe (one learning rate, "
-      "the paper's bias init b = -10, which suits batches of ~20,000); here each loss gets its "
-      "own learning rate, chosen on validation, and SigLIP's bias starts at -log(B - 1), so that "
-      "sigmoid(b) = 1 / B at batch B.",
+      "embedding? Compared under one shared recipe (one learning rate, the paper's SigLIP bias "
+      "init b = -10, which suits batches of ~20,000), the loss is confounded with its recipe. "
+      "Here each loss gets its own learning rate, chosen on validation, and SigLIP's bias starts "
+      "at -log(B - 1), so that sigmoid(b) = 1 / B at batch B.",
       "## Run it",
       "    python -m experiments.contrastive_losses --flagfile=experiments/configs/"
       "contrastive_losses.flags",
@@ -228,9 +221,10 @@ def document(results: dict[str, dict]) -> str:
       f"Endpoint: embedding light probe (ridge) at p = 1, CLIP minus SigLIP at their chosen rates, "
       f"paired by seed, two-sided 95% t-interval. Reading: above 0 -> CLIP holds more light, below "
       f"0 -> SigLIP does, inside ±{EFFECT} -> equal within {EFFECT}, else not decided at this "
-      f"power. Seeds: {PLANNED_SEEDS}, the smallest number with 80% power for a difference of "
-      f"{PLANNED_EFFECT} at the sd {PRIOR_SD} of a 3-seed comparison at one shared rate (its "
-      f"mean was +0.326, p = 0.14); a difference of {EFFECT} at that sd would take 176 seeds. "
+      f"power. Seeds: {PLANNED_SEEDS} (what the compute allowed beside the selection); at the sd "
+      f"{PRIOR_SD} of a 3-seed comparison at one shared rate (docs/results/contrastive_losses: "
+      f"mean +0.326, p = 0.14) they give 80% power for a difference of {PLANNED_EFFECT}; a "
+      f"difference of {EFFECT} at that sd would take 176 seeds. "
       f"Secondary: car colour, pedestrian, clouds and zero-shot light, Holm-Bonferroni.",
       "## Result", summary(res["config"]),
       f"Chosen rates: {chosen}.", comparison_markdown(comp)]
@@ -238,9 +232,17 @@ def document(results: dict[str, dict]) -> str:
     d = comp["light"]
     lines.append(
         f"Reading: over {d['n']} seeds, CLIP minus SigLIP in the embedding's light probe is "
-        f"{_signed(d)} (p = {d['p']:.3g}): **{d['reading']}**. With the measured sd {d['sd']:.3f} "
+        f"{signed(d)} (p = {d['p']:.3g}): **{d['reading']}**. With the measured sd {d['sd']:.3f} "
         f"these seeds detect a difference of {d.get('detectable_effect', float('nan')):.3f} with "
         f"80% power; {d.get('seeds_for_0.05', '-')} seeds would be needed for 0.05.")
+    counts = []
+    for loss, s in sorted(sel.items()):
+      got = [r for r in _of(res["rows"], loss=loss, lr=s["chosen"], p=SELECTION_P)
+             if r["seed"] in res["seeds"]]
+      counts.append(f"{loss} {untrained(got)} of {len(got)}")
+    lines.append("Towers that learned nothing from their captions at the chosen rate (embedding "
+                 f"car-colour probe < {UNTRAINED_CAR}, chance 1/3): " + ", ".join(counts)
+                 + "; they stay in the endpoint (it is over all seeds).")
   lines += ["## Learning-rate selection", rate_table(res["rows"], res),
             "## Each loss at its chosen rate", chosen_table(res["rows"], res)]
   return "\n\n".join(lines) + "\n"

@@ -43,8 +43,9 @@ class SuppressionConfig(config.StudyConfig, caption_towers.TowerConfig):
                                      "control see identical image batches).", low=1,
                                      high=config.STEPS_MAX)
   probe_steps: tuple[int, ...] = config.param(
-      (0, 200, 400), "Continuation steps at which every layer is probed (0 = the start); the "
-      "last must be --continue_steps.", low=0, high=config.STEPS_MAX, sort=True)
+      (0, 400), "Continuation steps at which every layer is probed (0 = the start); the last "
+      "must be --continue_steps. Steps between trace the continuation (the grids add 200).",
+      low=0, high=config.STEPS_MAX, sort=True)
   learning_rate: float = config.param(1e-3, "Peak learning rate (linear warmup, cosine decay), "
                                       "start and continuation.", above=0, high=RATE_MAX)
   warmup_steps: int = config.param(50, "Warmup steps of each schedule.", low=0,

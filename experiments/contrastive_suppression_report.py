@@ -181,14 +181,16 @@ def family(rows, starts) -> dict[str, dict]:
   return report.holm_family({k: v for k, v in diffs.items() if v}, ALPHA)
 
 
-def _pm(vals) -> str:
+def pm(vals) -> str:
+  """Mean ± 95% t-interval of ``vals`` ('-' for none)."""
   if not vals:
     return "-"
   mean, _, ci = report.mean_sd_ci(vals)
   return f"{mean:.3f}" if len(vals) < 2 else f"{mean:.3f} ± {ci:.3f}"
 
 
-def _signed(d: dict) -> str:
+def signed(d: dict) -> str:
+  """A paired difference's signed mean ± its 95% interval."""
   return f"{d['mean']:+.3f}" if d["n"] < 2 else f"{d['mean']:+.3f} ± {d['ci']:.3f}"
 
 
@@ -199,7 +201,7 @@ def primary_markdown(prim: dict) -> str:
   lines = [report.markdown_table(
       ["arm", "seeds", "start", "p0 - p1 (95%)", "p", "decision", "sd", "seeds for 0.05",
        "detectable at 80%"],
-      [[arm_label(prim["arm"]), prim["n"], f"{prim['start']:.3f}", _signed(prim),
+      [[arm_label(prim["arm"]), prim["n"], f"{prim['start']:.3f}", signed(prim),
         f"{prim['p']:.3g}", f"**{prim['decision']}**", f"{prim['sd']:.3f}",
         prim.get("seeds_needed_at_measured_sd", "-"),
         f"{prim.get('detectable_effect', float('nan')):.3f}"]])]
@@ -208,10 +210,10 @@ def primary_markdown(prim: dict) -> str:
                + ", ".join(f"{d:+.3f}" for d in prim["diffs"]) + ".")
   fs, hold = prim["from_start"], prim["post_hoc_holding"]
   lines.append(f"\nSecondary (in the Holm family): p = 0 continuation minus its start, "
-               f"{_signed(fs)} (p = {fs['p']:.3g}; rule: {fs['decision']}).")
+               f"{signed(fs)} (p = {fs['p']:.3g}; rule: {fs['decision']}).")
   if hold["seeds"]:
     lines.append(f"\nPost hoc, not pre-registered: over the {len(hold['seeds'])} seeds whose start "
-                 f"holds the light (probe >= {HOLDS}), p0 - p1 = {_signed(hold)} "
+                 f"holds the light (probe >= {HOLDS}), p0 - p1 = {signed(hold)} "
                  f"(rule: {hold['decision']}).")
   return "\n".join(lines)
 
@@ -232,8 +234,8 @@ def arm_table(rows, starts, fam) -> str:
                      "-" if holm is None else
                      f"{holm['p_holm']:.3g}{' (survives)' if holm['survives'] else ''}")
         out.append([arm_label(arm), f"{'MLP' if probe == 'mlp_probe' else 'ridge'} {attr}",
-                    _pm(values(st, key)), _pm(values(p0, key)), _pm(values(p1, key)),
-                    _signed(d) if d else "-", holm_text])
+                    pm(values(st, key)), pm(values(p0, key)), pm(values(p1, key)),
+                    signed(d) if d else "-", holm_text])
   return report.markdown_table(["arm", "embedding probe", "start", "p = 0 cont.", "p = 1 cont.",
                                 "p0 - p1 (95%)", "Holm p"], out)
 
@@ -245,8 +247,8 @@ def trace_table(rows, starts, layer: str = "embedding", attr: str = "light") -> 
     steps = sorted({int(k) for r in rows for k in r["trace"]})
     for p in (0.0, 1.0):
       got = _rows(rows, arm, p)
-      cells = [_pm(values(st, f"probe/{layer}/{attr}"))]
-      cells += [_pm([r["trace"][str(t)]["probe"][layer][attr] for r in got.values()])
+      cells = [pm(values(st, f"probe/{layer}/{attr}"))]
+      cells += [pm([r["trace"][str(t)]["probe"][layer][attr] for r in got.values()])
                 for t in steps]
       out.append([arm_label(arm), f"{p:g}"] + cells)
   return report.markdown_table(["arm", "p", "start"] + [f"step {t}" for t in steps], out)
@@ -258,7 +260,7 @@ def sensitivity_table(rows, starts) -> str:
     for who, by_seed in (("start", _starts(starts, arm)), ("p = 0", _rows(rows, arm, 0.0)),
                          ("p = 1", _rows(rows, arm, 1.0))):
       out.append([arm_label(arm), who] + [
-          _pm(values(by_seed, f"{part}/embedding/{attr}"))
+          pm(values(by_seed, f"{part}/embedding/{attr}"))
           for attr in ("light", "car_color") for part in ("sens_num", "sens_den", "sensitivity")])
   head = [f"{a} {p}" for a in ("light", "car") for p in ("num.", "den.", "ratio")]
   return report.markdown_table(["arm", "tower"] + head, out)
@@ -270,15 +272,15 @@ def zero_shot_table(rows, starts) -> str:
     for who, by_seed in (("start", _starts(starts, arm)), ("p = 0", _rows(rows, arm, 0.0)),
                          ("p = 1", _rows(rows, arm, 1.0))):
       light = values(by_seed, "zero_shot/light")
-      out.append([arm_label(arm), who, _pm(values(by_seed, "zero_shot/car_color")),
-                  _pm(light) if light else "not testable (no light words in its captions)"])
+      out.append([arm_label(arm), who, pm(values(by_seed, "zero_shot/car_color")),
+                  pm(light) if light else "not testable (no light words in its captions)"])
   return report.markdown_table(["arm", "tower", "zero-shot car (3 colours)", "zero-shot light"],
                                out)
 
 
 def family_markdown(fam: dict) -> str:
   survivors = [k for k, v in fam.items() if v["survives"]]
-  rows = [[k, v["n"], _signed(v), f"± {v.get('ci_holm', float('nan')):.3f}", f"{v['p']:.3g}",
+  rows = [[k, v["n"], signed(v), f"± {v.get('ci_holm', float('nan')):.3f}", f"{v['p']:.3g}",
            f"{v['p_holm']:.3g}", "yes" if v["survives"] else ""] for k, v in fam.items()]
   return (f"{len(fam)} secondary endpoints, Holm-Bonferroni at {ALPHA}: **{len(survivors)} "
           "survive**.\n\n" + report.markdown_table(
@@ -288,7 +290,7 @@ def family_markdown(fam: dict) -> str:
 
 def header(cfg: dict) -> str:
   """The setting of a results.json (its ``config``: ``config.identity`` of the run)."""
-  return (f"Seeds {_seeds(cfg['seeds'])}; CLIP, dim {cfg['embed_dim']}, batch {cfg['batch_size']}, "
+  return (f"Seeds {seed_text(cfg['seeds'])}; CLIP, dim {cfg['embed_dim']}, batch {cfg['batch_size']}, "
           f"{cfg['num_train']} training scenes without red cars; p1 start: {cfg['start_steps']} "
           f"steps (Adam, p = 1); continuations: {cfg['continue_steps']} steps, p = 0 and p = 1 on "
           f"identical image batches, peak rate {cfg['learning_rate']:g}. Ridge probes (LOO-chosen "
@@ -297,7 +299,8 @@ def header(cfg: dict) -> str:
           "attribute. Mean ± 95% t-interval over seeds; paired differences by seed.")
 
 
-def _seeds(seeds) -> str:
+def seed_text(seeds) -> str:
+  """``0-11 (12)`` for a run of consecutive seeds, else the list."""
   seeds = list(seeds)
   if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1)):
     return f"{seeds[0]}-{seeds[-1]} ({len(seeds)})"
@@ -360,11 +363,11 @@ def publish(workdir: workdir_lib.Workdir, cfg, rows, starts) -> str:
 
 
 # -- the generated write-up (docs/studies/contrastive_suppression.md) ------------------------------
-DEFAULT_RESULTS = "contrastive_suppression_default"
+PRIMARY_RESULTS = "contrastive_suppression_traced"    # the default run, also probed at step 200
 GRIDS = {"contrastive_suppression_optim": "Weight decay as a factor",
          "contrastive_suppression_temperature": "Temperature as a factor",
          "contrastive_suppression_lamps": "Random towers with 2, 4 and 6 px lamps"}
-RESULTS = [DEFAULT_RESULTS, *GRIDS]
+RESULTS = [PRIMARY_RESULTS, *GRIDS]
 NOT_REMOVAL = "not a removal test (the p = 1 control learns from a random start)"
 
 
@@ -377,7 +380,7 @@ def decisions_table(res: dict) -> str:
   for arm in arms_of(rows):
     label, start = arm_label(arm), values(_starts(starts, arm), "probe/embedding/light")
     holds = bool(start) and float(np.mean(start)) >= CHANCE + EFFECT
-    cells = [label, len(start), _pm(start)]
+    cells = [label, len(start), pm(start)]
     for what, diffs in (("p0 - p1", contrast(rows, arm, "probe/embedding/light")),
                         ("p0 - start", from_start(rows, starts, arm, "probe/embedding/light"))):
       d = report.paired_t(diffs)
@@ -385,7 +388,7 @@ def decisions_table(res: dict) -> str:
       marker = ("primary" if holm is None and arm == PRIMARY else "-" if holm is None else
                 f"{holm['p_holm']:.3g}" + (" (survives)" if holm["survives"] else ""))
       removal = what == "p0 - start" or arm["start"] == "p1"
-      cells += [_signed(d), decide(d, holds) if removal else NOT_REMOVAL, marker]
+      cells += [signed(d), decide(d, holds) if removal else NOT_REMOVAL, marker]
     out.append(cells)
   return report.markdown_table(["arm", "seeds", "start light", "p0 - p1 (95%)", "rule", "Holm p",
                                 "p0 - start (95%)", "rule", "Holm p"], out)
@@ -404,14 +407,14 @@ def versus_primary(res: dict) -> str:
     if len(diffs) > 1:
       d = report.paired_t(diffs)
       out.append(f"p = 0 continuation, {arm_label(arm)} minus the primary arm (embedding light, "
-                 f"paired by seed, not in the Holm family): {_signed(d)} (p = {d['p']:.3g}).")
+                 f"paired by seed, not in the Holm family): {signed(d)} (p = {d['p']:.3g}).")
   return " ".join(out)
 
 
 def reading(results: dict[str, dict]) -> str:
   """What the saved intervals say, one line per question, from the rule and the Holm family."""
-  prim = results[DEFAULT_RESULTS]["primary"]
-  out = [f"* Primary (pre-registered): **{prim['decision']}**, p0 - p1 = {_signed(prim)} over "
+  prim = results[PRIMARY_RESULTS]["primary"]
+  out = [f"* Primary (pre-registered): **{prim['decision']}**, p0 - p1 = {signed(prim)} over "
          f"{prim['n']} seeds; its power for 0.05 at the measured sd is "
          f"{100 * prim['power_at_measured_sd']:.0f}%, not the planned 80%."]
   for name in ("contrastive_suppression_optim", "contrastive_suppression_temperature"):
@@ -424,8 +427,8 @@ def reading(results: dict[str, dict]) -> str:
     d = report.paired_t(from_start(lamps["rows"], lamps["starts"], arm, "probe/embedding/light"))
     holm = lamps["family"].get(f"{arm_label(arm)}: embedding light probe p0 - start")
     survives = holm is not None and holm["survives"]
-    out.append(f"* Random tower, {arm['lamp_size']} px lamp (start {_pm(start)}): p = 0 minus "
-               f"start {_signed(d)}, rule: {decide(d, float(np.mean(start)) >= CHANCE + EFFECT)}"
+    out.append(f"* Random tower, {arm['lamp_size']} px lamp (start {pm(start)}): p = 0 minus "
+               f"start {signed(d)}, rule: {decide(d, float(np.mean(start)) >= CHANCE + EFFECT)}"
                f"; {'survives' if survives else 'does not survive'} Holm-Bonferroni.")
   return "\n".join(out)
 
@@ -450,12 +453,12 @@ def _weak_starts(res: dict) -> str:
 def _survivors(fam: dict) -> str:
   names = [k for k, v in fam.items() if v["survives"]]
   return (f"{len(names)} of {len(fam)} secondary endpoints survive Holm-Bonferroni"
-          + (": " + "; ".join(f"{k} ({_signed(fam[k])})" for k in names) if names else "") + ".")
+          + (": " + "; ".join(f"{k} ({signed(fam[k])})" for k in names) if names else "") + ".")
 
 
 def document(results: dict[str, dict]) -> str:
   """docs/studies/contrastive_suppression.md from the default run and the three grids."""
-  res = results[DEFAULT_RESULTS]
+  res = results[PRIMARY_RESULTS]
   prim, pre = res["primary"], res["preregistration"]
   ratio = prim["sd"] / pre["prior_sd"]
   lines = [
@@ -473,7 +476,7 @@ def document(results: dict[str, dict]) -> str:
       "    python -m experiments.contrastive_suppression --flagfile=experiments/configs/"
       "contrastive_suppression.flags            # the pre-registered primary test (the default)\n"
       + "".join(f"    python -m experiments.contrastive_suppression --flagfile=experiments/configs/"
-                f"{name}.flags\n" for name in GRIDS)
+                f"{name}.flags\n" for name in RESULTS)
       + "    python -m experiments.contrastive_suppression --flagfile=experiments/configs/"
       "contrastive_suppression_smoke.flags      # tiny, seconds (CI)",
       "Measured wall and CPU times, load and machine: " + ", ".join(
@@ -492,8 +495,11 @@ def document(results: dict[str, dict]) -> str:
       f"family**, Holm-Bonferroni at alpha {pre['alpha']}: every layer x {{light, pedestrian, "
       f"clouds}} p0 - p1, and on the embedding the MLP light probe, the sensitivity's numerator "
       f"and denominator, and the light probe's change from the start.",
-      "## Primary result", header(res["config"]), primary_markdown(prim),
-      f"Decision: **{prim['decision']}** (p0 - p1 = {_signed(prim)} over {prim['n']} seeds). The "
+      "## Primary result",
+      f"Saved from the default run with every layer also probed at continuation step 200 "
+      f"(`{PRIMARY_RESULTS}.flags`, probe steps {res['config']['probe_steps']}): the training, "
+      f"seeds and endpoint are the default's. " + header(res["config"]), primary_markdown(prim),
+      f"Decision: **{prim['decision']}** (p0 - p1 = {signed(prim)} over {prim['n']} seeds). The "
       f"measured sd of the per-seed differences, {prim['sd']:.3f}, is {ratio:.1f}x the planned "
       f"{pre['prior_sd']}: at it, {prim['n']} seeds have "
       f"{100 * prim['power_at_measured_sd']:.0f}% power for an effect of {pre['effect']} "

@@ -67,7 +67,7 @@ def main(argv: Sequence[str]) -> int:
 # register("orbit", "experiments.orbit_report", ["orbit_default", ...])
 register("pretrained", "experiments.pretrained_report", ["pretrained_default"])
 register("contrastive_suppression", "experiments.contrastive_suppression_report",
-         ["contrastive_suppression_default", "contrastive_suppression_optim",
+         ["contrastive_suppression_traced", "contrastive_suppression_optim",
           "contrastive_suppression_temperature", "contrastive_suppression_lamps"])
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ def test_default_flagfile_is_the_config_default_and_the_planned_seeds():
   assert cfg == LossesConfig(workdir="workdir/contrastive_losses_fair")
   lines = [ln for ln in open(os.path.join(cli.ROOT, DEFAULT)) if not ln.startswith("#")]
   assert lines == ["--workdir=workdir/contrastive_losses_fair\n"]
-  assert len(cfg.seeds) == rep.PLANNED_SEEDS == report.seeds_for_power(rep.PRIOR_SD,
-                                                                        rep.PLANNED_EFFECT)
+  assert len(cfg.seeds) == rep.PLANNED_SEEDS
+  # the stated power: PLANNED_SEEDS seeds detect PLANNED_EFFECT at the prior sd with 80% power
+  assert report.seeds_for_power(rep.PRIOR_SD, rep.PLANNED_EFFECT + 1e-3) == rep.PLANNED_SEEDS
+  assert report.seeds_for_power(rep.PRIOR_SD, rep.PLANNED_EFFECT - 5e-3) > rep.PLANNED_SEEDS
+  assert report.seeds_for_power(rep.PRIOR_SD, rep.EFFECT) == 176
 
 
 @pytest.mark.parametrize("flag", SIZES)
@@ -118,3 +121,9 @@ def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
   again = proc.communicate(timeout=600)[0]
   assert proc.returncode == 0 and again.count("already finished, reusing its row") == 6, again
   assert json.loads((workdir / "results.json").read_text())["comparison"] == results["comparison"]
+
+
+def test_untrained_towers_are_counted_not_dropped():
+  rows = [{"probe": {"embedding": {"car_color": c}}} for c in (0.34, 0.49, 0.5, 0.99)]
+  rows.append({"diverged": "nan"})                                   # diverged: not counted
+  assert rep.untrained(rows) == 2

@@ -85,7 +85,7 @@ def test_bad_input_exits_2_before_anything_is_written(tmp_path):
   proc = cli.popen("contrastive_suppression", f"--flagfile={SMOKE}", f"--workdir={tmp_path / 'w'}",
                    f"--num_train={HUGE}")
   out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 2 and err.strip().startswith("--num_train=")
+  assert proc.returncode == 2 and err.strip().startswith("error: --num_train=")
   assert len(err.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
 
 
