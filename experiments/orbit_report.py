@@ -221,8 +221,15 @@ def _diffs(a_rows: dict, a: str, b_rows: dict, b: str, metric: str) -> list[floa
   return [a_rows[(a, s)][metric] - b_rows[(b, s)][metric] for s in seeds]
 
 
-def _metric_name(metric: str) -> str:
-  return {IN: "in support", OUT: "out of support"}[metric]
+SUPPORT = {IN: "in support", OUT: "out of support"}
+ROTATED = {IN: "upright", OUT: "rotated"}
+
+
+def _family(rows: dict, pairs, names: dict = SUPPORT, other: dict | None = None):
+  """``paired_family`` of ``(a, b, metric)`` endpoints, each named ``"a - b, <metric>"``: ``a``'s
+  rows in ``rows``, ``b``'s in ``other`` (default: the same run)."""
+  return paired_family({f"{a} - {b}, {names[m]}": _diffs(rows, a, rows if other is None else other,
+                                                         b, m) for a, b, m in pairs})
 
 
 def paired_family(endpoints: dict[str, list[float]]) -> tuple[str, dict]:
@@ -322,15 +329,9 @@ directory with its exact command, machine, load and wall time."""
 
 
 def _default_section(saved: dict) -> str:
-  rows = _rows(saved)
-  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
-  table, s = paired_family({
-      "orbit_full - mlp_aug_full, out of support": d("orbit_full", "mlp_aug_full", OUT),
-      "orbit_full - mlp, out of support": d("orbit_full", "mlp", OUT),
-      "cnn_gap - cnn_flat, out of support": d("cnn_gap", "cnn_flat", OUT),
-      "cnn_flat - cnn_gap, in support": d("cnn_flat", "cnn_gap", IN),
-      "orbit_full - cnn_gap, in support": d("orbit_full", "cnn_gap", IN),
-      "cnn_aps - cnn_gap, in support": d("cnn_aps", "cnn_gap", IN)})
+  table, s = _family(_rows(saved), [
+      ("orbit_full", "mlp_aug_full", OUT), ("orbit_full", "mlp", OUT), ("cnn_gap", "cnn_flat", OUT),
+      ("cnn_flat", "cnn_gap", IN), ("orbit_full", "cnn_gap", IN), ("cnn_aps", "cnn_gap", IN)])
   first, last, early, n = _stopped(saved, "mlp_aug_full")
   size = lambda m: next(r["num_params"] for r in saved["rows"] if r["model"] == m)
   exact = [m for m in ("orbit_full", "cnn_gap", "cnn_aps")
@@ -359,16 +360,11 @@ def _default_section(saved: dict) -> str:
 
 
 def _ablation_section(saved: dict, matched: dict) -> str:
-  rows, mrows = _rows(saved), _rows(matched)
-  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
-  table, s = paired_family({
-      "cnn_zero_gap - cnn_gap, out of support": d("cnn_zero_gap", "cnn_gap", OUT),
-      "cnn_circ_flat - cnn_gap, out of support": d("cnn_circ_flat", "cnn_gap", OUT),
-      "cnn_strided - cnn_gap, out of support": d("cnn_strided", "cnn_gap", OUT),
-      "cnn_circ_flat - cnn_zero_gap, out of support": d("cnn_circ_flat", "cnn_zero_gap", OUT),
-      "cnn_zero_gap - cnn_gap, in support": d("cnn_zero_gap", "cnn_gap", IN),
-      "cnn_circ_flat - cnn_gap, in support": d("cnn_circ_flat", "cnn_gap", IN),
-      "cnn_strided - cnn_gap, in support": d("cnn_strided", "cnn_gap", IN)})
+  rows = _rows(saved)
+  ablations = ("cnn_zero_gap", "cnn_circ_flat", "cnn_strided")
+  table, s = _family(rows, [(m, "cnn_gap", OUT) for m in ablations]
+                     + [("cnn_circ_flat", "cnn_zero_gap", OUT)]
+                     + [(m, "cnn_gap", IN) for m in ablations])
   head, pad = s["cnn_circ_flat - cnn_gap, out of support"], s["cnn_zero_gap - cnn_gap, out of support"]
   versus = s["cnn_circ_flat - cnn_zero_gap, out of support"]
   if _shows(head, -1) and _shows(versus, -1):
@@ -381,11 +377,9 @@ def _ablation_section(saved: dict, matched: dict) -> str:
              f"{_say(head)}, zero padding by {_say(pad)}, plain strides by "
              f"{_say(s['cnn_strided - cnn_gap, out of support'])}; head against padding "
              f"{_say(versus)}: {verdict}.")
-  mt, ms = paired_family({
-      "cnn_flat (matched) - cnn_gap, in support": _diffs(mrows, "cnn_flat", rows, "cnn_gap", IN),
-      "cnn_flat (matched) - cnn_gap, out of support": _diffs(mrows, "cnn_flat", rows, "cnn_gap",
-                                                             OUT)})
-  inside = ms["cnn_flat (matched) - cnn_gap, in support"]
+  mt, ms = _family(_rows(matched), [("cnn_flat", "cnn_gap", IN), ("cnn_flat", "cnn_gap", OUT)],
+                   other=rows)
+  inside = ms["cnn_flat - cnn_gap, in support"]
   size = {m: next(r["num_params"] for r in src["rows"] if r["model"] == m)
           for src, m in ((matched, "cnn_flat"), (saved, "cnn_gap"), (saved, "cnn_circ_flat"))}
   if _shows(inside, 1):
@@ -415,13 +409,9 @@ def _ablation_section(saved: dict, matched: dict) -> str:
 
 def _augmentation_section(saved: dict) -> str:
   rows = _rows(saved)
-  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
   learned = sorted({m for m, _ in rows if m.startswith("learned_aug")})
-  endpoints = {f"{m} - mlp_aug_support, {_metric_name(k)}": d(m, "mlp_aug_support", k)
-               for m in learned for k in (IN, OUT)}
-  endpoints["orbit_sampled - mlp_aug_support, out of support"] = d("orbit_sampled",
-                                                                  "mlp_aug_support", OUT)
-  table, s = paired_family(endpoints)
+  table, s = _family(rows, [(m, "mlp_aug_support", k) for m in learned for k in (IN, OUT)]
+                     + [("orbit_sampled", "mlp_aug_support", OUT)])
   widths = {m: np.mean([r["learned_width"]["dy"] for r in saved["rows"] if r["model"] == m])
             for m in learned}
   trades = "; ".join(
@@ -436,13 +426,9 @@ def _augmentation_section(saved: dict) -> str:
 
 
 def _converged_section(saved: dict) -> str:
-  rows = _rows(saved)
-  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
-  table, s = paired_family({
-      "orbit_full - mlp_aug_full, out of support": d("orbit_full", "mlp_aug_full", OUT),
-      "orbit_full - mlp_aug_full, in support": d("orbit_full", "mlp_aug_full", IN),
-      f"{AUG_EVAL} - mlp_aug_full, out of support": d(AUG_EVAL, "mlp_aug_full", OUT),
-      f"orbit_full - {AUG_EVAL}, out of support": d("orbit_full", AUG_EVAL, OUT)})
+  table, s = _family(_rows(saved), [
+      ("orbit_full", "mlp_aug_full", OUT), ("orbit_full", "mlp_aug_full", IN),
+      (AUG_EVAL, "mlp_aug_full", OUT), ("orbit_full", AUG_EVAL, OUT)])
   first, last, early, n = _stopped(saved, "mlp_aug_full")
   ofirst, olast, oearly, on = _stopped(saved, "orbit_full")
   out = s["orbit_full - mlp_aug_full, out of support"]
@@ -463,13 +449,11 @@ def _converged_section(saved: dict) -> str:
 
 def _rotation_section(saved: dict) -> str:
   rows = _rows(saved)
-  d = lambda a, b, m: _diffs(rows, a, rows, b, m)
   arms = [m for m in ("mlp_aug_full", "orbit_full", "orbit_sampled", "p4", "cnn_flat")
           if (m, saved["rows"][0]["seed"]) in rows]
-  endpoints = {f"{m} - mlp, rotated": d(m, "mlp", OUT) for m in arms}
-  endpoints.update({f"p4 - {m}, upright": d("p4", m, IN)
-                    for m in ("orbit_full", "mlp_aug_full", "cnn_flat")})
-  table, s = paired_family(endpoints)
+  table, s = _family(rows, [(m, "mlp", OUT) for m in arms]
+                     + [("p4", m, IN) for m in ("orbit_full", "mlp_aug_full", "cnn_flat")],
+                     names=ROTATED)
   gains = ", ".join(f"`{m}` {_say(s[f'{m} - mlp, rotated'])}" for m in arms)
   p4 = ", ".join(f"`{m}` {_say(s[f'p4 - {m}, upright'])}"
                  for m in ("orbit_full", "mlp_aug_full", "cnn_flat"))

@@ -44,3 +44,18 @@ def test_learned_shift_range_gets_the_width_reward_and_gradients():
 def test_unknown_model_is_refused():
   with pytest.raises(ValueError, match="allowed: mlp"):
     models.make("resnet", SPEC, T)
+
+
+def test_hyperparameters_have_no_library_default():
+  """A model whose hyperparameter is left unset is refused (the study config is their one home);
+  the same spec with it set builds (the control)."""
+  with pytest.raises(ValueError, match="cnn_gap.*needs ModelSpec.cnn_channels"):
+    models.make("cnn_gap", models.ModelSpec(mlp_hidden=(16,)), T)
+  with pytest.raises(ValueError, match="orbit_sampled.*needs ModelSpec.orbit_samples"):
+    models.make("orbit_sampled", models.ModelSpec(mlp_hidden=(16,)), T)
+  models.make("cnn_gap", models.ModelSpec(cnn_channels=(4,)), T)
+  from experiments.orbit_config import OrbitConfig
+  spec = OrbitConfig().model_spec()
+  assert (spec.mlp_hidden, spec.cnn_channels) == ((64, 64), (16, 16, 16, 16))
+  for name in models.NAMES:
+    models.make(name, spec, T)
