@@ -134,7 +134,8 @@ def reading(summary) -> str:
   for m in ("cnn_gap", "cnn_aps", "p4", "orbit_full"):
     if m in by and "max_error_max_mean" in by[m]:
       parts.append(f"`{m}` {by[m]['acc_in_support_mean']:.3f} in support, loses {gap(m):.1f} "
-                   f"points out of it, per-example error {by[m]['max_error_max_mean']:.1e}, flip "
+                   f"points out of it, largest per-example error {by[m]['max_error_max_mean']:.1e} "
+                   "(mean over seeds), flip "
                    f"rate {by[m]['flip_rate_mean']:.3f}")
   for m in ("mlp", "cnn_flat", "cnn_strided", "mlp_aug_support", "mlp_aug_full",
             "mlp_aug_full_orbit_eval"):
