@@ -34,8 +34,7 @@ PRIOR_SD = 0.235   # docs/results/contrastive_losses: sd of CLIP - SigLIP embedd
 PLANNED_SEEDS = 10
 PLANNED_EFFECT = 0.234     # detectable_effect(PRIOR_SD, PLANNED_SEEDS): 80% power (tested)
 RESULTS = "contrastive_losses_fair"
-UNTRAINED_CAR = 0.5    # a tower whose embedding's car-colour probe (3 colours, chance 1/3) stays
-                       # below this learned nothing from its captions: counted as not trained
+UNTRAINED_MARGIN = 0.01  # validation loss within this of the best constant-logit loss: untrained
 
 
 def describe(row: dict) -> str:
@@ -46,11 +45,20 @@ def describe(row: dict) -> str:
           f"{row['validation_loss']:.4f}")
 
 
-def untrained(rows) -> int:
-  """How many of ``rows`` learned nothing (embedding car-colour probe < ``UNTRAINED_CAR``): they
-  stay in every mean and difference (the endpoint is over all seeds) and are counted here."""
-  return sum(r["probe"]["embedding"]["car_color"] < UNTRAINED_CAR for r in rows
-             if not r.get("diverged"))
+def constant_loss(loss: str, batch_size: int) -> float:
+  """The loss of the best constant logits over a batch of B: CLIP's softmax then gives every
+  pair 1/B (log B); SigLIP's sigmoid gives every pair 1/B, summed over the B pairs of a row
+  (log B - (B - 1) log(1 - 1/B)). A tower whose validation loss stays there learned nothing."""
+  b = batch_size
+  return math.log(b) if loss == "clip" else math.log(b) - (b - 1) * math.log1p(-1 / b)
+
+
+def untrained(rows, batch_size: int) -> int:
+  """How many of ``rows`` learned nothing (validation loss within ``UNTRAINED_MARGIN`` of the
+  constant-logit loss): they stay in every mean and difference (the endpoint is over all seeds)
+  and are counted here."""
+  return sum(r["validation_loss"] >= constant_loss(r["loss"], batch_size) - UNTRAINED_MARGIN
+             for r in rows if not r.get("diverged"))
 
 
 def _of(rows, **want) -> list[dict]:
@@ -131,7 +139,8 @@ def rate_table(rows, results) -> str:
       diverged = sum(bool(r.get("diverged")) for r in seeds)
       fine = [r for r in seeds if not r.get("diverged")]
       mark = " (chosen)" if sel[loss]["chosen"] == lr else ""
-      out.append([loss, f"{lr:g}{mark}", len(seeds), diverged, untrained(fine),
+      out.append([loss, f"{lr:g}{mark}", len(seeds), diverged,
+                  untrained(fine, results["config"]["batch_size"]),
                   pm([r["validation_loss"] for r in fine]),
                   pm([r["probe"]["embedding"]["light"] for r in fine]),
                   pm([r["probe"]["embedding"]["car_color"] for r in fine])])
@@ -149,7 +158,7 @@ def chosen_table(rows, results) -> str:
            if r["seed"] in results["seeds"]]
     light = [r["zero_shot"]["light"] for r in got if r["zero_shot"]["light"] is not None]
     out.append([loss, f"{s['chosen']:g}" + (" (grid edge)" if s["edge"] else ""), len(got),
-                untrained(got)]
+                untrained(got, results["config"]["batch_size"])]
                + [pm([r["probe"]["embedding"][a] for r in got]) for a in ATTRS] + [pm(light)])
   return report.markdown_table(["loss", "chosen lr", "seeds", "untrained"]
                                + [f"embedding {a}" for a in ATTRS]
@@ -179,8 +188,9 @@ def comparison_markdown(comp: dict) -> str:
 
 
 def summary(cfg) -> str:
-  return (f"Dim {cfg['embed_dim']}, batch {cfg['batch_size']}, {cfg['steps']} steps (Adam, "
-          f"warmup {cfg['warmup_steps']}, cosine), lamp {cfg['lamp_size']} px, "
+  return (f"Dim {cfg['embed_dim']}, batch {cfg['batch_size']}, an equal budget of {cfg['steps']} "
+          f"steps for every run (no convergence rule; Adam, warmup {cfg['warmup_steps']}, "
+          f"cosine), lamp {cfg['lamp_size']} px, "
           f"{cfg['num_train']} training scenes without red cars; SigLIP bias init "
           f"'{cfg['siglip_bias_init']}'. Learning rate per loss: lowest mean validation loss "
           f"({cfg['num_validation']} held-out captioned scenes, p = 1) over selection seeds "
@@ -239,9 +249,12 @@ def document(results: dict[str, dict]) -> str:
     for loss, s in sorted(sel.items()):
       got = [r for r in _of(res["rows"], loss=loss, lr=s["chosen"], p=SELECTION_P)
              if r["seed"] in res["seeds"]]
-      counts.append(f"{loss} {untrained(got)} of {len(got)}")
-    lines.append("Towers that learned nothing from their captions at the chosen rate (embedding "
-                 f"car-colour probe < {UNTRAINED_CAR}, chance 1/3): " + ", ".join(counts)
+      counts.append(f"{loss} {untrained(got, res['config']['batch_size'])} of {len(got)}")
+    lines.append("Towers that learned nothing at the chosen rate (validation loss within "
+                 f"{UNTRAINED_MARGIN} of the best constant-logit loss, "
+                 f"{constant_loss('siglip', res['config']['batch_size']):.4f} for SigLIP and "
+                 f"{constant_loss('clip', res['config']['batch_size']):.4f} for CLIP at batch "
+                 f"{res['config']['batch_size']}): " + ", ".join(counts)
                  + "; they stay in the endpoint (it is over all seeds).")
   lines += ["## Learning-rate selection", rate_table(res["rows"], res),
             "## Each loss at its chosen rate", chosen_table(res["rows"], res)]

@@ -124,6 +124,10 @@ def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
 
 
 def test_untrained_towers_are_counted_not_dropped():
-  rows = [{"probe": {"embedding": {"car_color": c}}} for c in (0.34, 0.49, 0.5, 0.99)]
-  rows.append({"diverged": "nan"})                                   # diverged: not counted
-  assert rep.untrained(rows) == 2
+  # constant logits: CLIP log B; SigLIP -[log(1/B) + (B - 1) log(1 - 1/B)], by hand at B = 128
+  assert rep.constant_loss("clip", 128) == pytest.approx(4.85203, abs=1e-5)
+  assert rep.constant_loss("siglip", 128) == pytest.approx(4.85203 + 0.99609, abs=1e-4)
+  rows = [{"loss": "siglip", "validation_loss": v} for v in (5.8481, 5.845, 5.83, 4.47)]
+  rows += [{"loss": "clip", "validation_loss": 4.8521}, {"loss": "clip", "validation_loss": 3.2}]
+  rows.append({"loss": "clip", "diverged": "nan", "validation_loss": None})   # not counted
+  assert rep.untrained(rows, 128) == 3
