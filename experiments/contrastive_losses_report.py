@@ -130,6 +130,12 @@ def comparison(rows, chosen) -> dict:
   return out
 
 
+def trained_only(rows, chosen, batch_size: int) -> list[float]:
+  """Post hoc: CLIP - SigLIP light probe over the seeds where neither tower is untrained."""
+  kept = [r for r in rows if not r.get("diverged") and not untrained([r], batch_size)]
+  return differences(kept, chosen, ("probe", "light"))
+
+
 def rate_table(rows, results) -> str:
   sel, out = results["selection"], []
   for loss in sorted(sel):
@@ -256,6 +262,14 @@ def document(results: dict[str, dict]) -> str:
                  f"{constant_loss('clip', res['config']['batch_size']):.4f} for CLIP at batch "
                  f"{res['config']['batch_size']}): " + ", ".join(counts)
                  + "; they stay in the endpoint (it is over all seeds).")
+    chosen = {loss: v["chosen"] for loss, v in sel.items()}
+    rows = [r for r in res["rows"] if r["seed"] in res["seeds"]]
+    kept = trained_only(rows, chosen, res["config"]["batch_size"])
+    if len(kept) > 1:
+      t = report.paired_t(kept)
+      lines.append(f"Post hoc, not stated before: over the {t['n']} seeds where both towers "
+                   f"trained, CLIP - SigLIP = {signed(t)} (p = {t['p']:.3g}; reading by the "
+                   f"same rule: {read(t)}).")
   lines += ["## Learning-rate selection", rate_table(res["rows"], res),
             "## Each loss at its chosen rate", chosen_table(res["rows"], res)]
   return "\n\n".join(lines) + "\n"

@@ -131,3 +131,12 @@ def test_untrained_towers_are_counted_not_dropped():
   rows += [{"loss": "clip", "validation_loss": 4.8521}, {"loss": "clip", "validation_loss": 3.2}]
   rows.append({"loss": "clip", "diverged": "nan", "validation_loss": None})   # not counted
   assert rep.untrained(rows, 128) == 3
+
+
+def test_trained_only_drops_seeds_where_either_tower_learned_nothing():
+  rows = [_row("clip", 3e-3, 1.0, s, 3.1, 0.9 + 0.01 * s) for s in range(3)]
+  rows += [_row("siglip", 3e-3, 1.0, 0, 4.4, 0.8), _row("siglip", 3e-3, 1.0, 1, 5.848, 0.5),
+           _row("siglip", 3e-3, 1.0, 2, 4.5, 0.85)]
+  chosen = {"clip": 3e-3, "siglip": 3e-3}
+  assert rep.trained_only(rows, chosen, 128) == pytest.approx([0.9 - 0.8, 0.92 - 0.85])
+  assert len(rep.differences(rows, chosen, ("probe", "light"))) == 3          # the endpoint: all
