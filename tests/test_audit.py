@@ -56,6 +56,17 @@ def test_inside_outside_split_and_identity_first():
     audit.audit(fn, X, T, [3, 0])
 
 
+def test_support_flip_rates_against_a_hand_worked_case():
+  """Logits (left pixel, right pixel) under the flip group: the flip swaps them, so every
+  example's prediction flips under element 1. The support split leaves the identity out: both
+  elements "inside" give a flip rate of 1 (the one non-identity element, every example)."""
+  flips = groups_lib.Flips()
+  fn = lambda x: jnp.stack([x[:, 0, 0, 0], x[:, 0, -1, 0]], axis=1)
+  out = audit.audit(fn, X, flips, [0, 1], batch=12, inside=np.array([True, True]))
+  assert out["inside_support"]["flip_rate"] == 1.0
+  assert "outside_support" not in out
+
+
 def test_jensen_gap_sanity_and_its_size():
   mlp = encoders.MLP((8,))
   params = mlp.init(jax.random.key(2), X[:1])
@@ -63,6 +74,18 @@ def test_jensen_gap_sanity_and_its_size():
   out = audit.jensen_gaps(mlp, params, X, labels, T, batch=8, batches=2)
   assert out["examples"] == 12 and out["batches"] == 2
   assert out["violations"] == 0 and out["mean_gap"] >= 0.0
+
+
+def test_jensen_violations_and_gap_against_a_hand_worked_case(monkeypatch):
+  """The counting on given per-example losses: orbit above augmented by 1e-3 and 1e-4 (two
+  violations), below by 1e-3 and 0.2 (none); mean gap (aug - orbit) = (1e-3 - 1e-3 - 1e-4 + 0.2)
+  / 4. Jensen makes real violations impossible, so this is where the counter can be seen to work."""
+  orbit_loss = np.array([1.0, 2.0, 3.0, 0.5])
+  aug_loss = np.array([1.001, 1.999, 2.9999, 0.7])
+  monkeypatch.setattr(audit, "_jensen", lambda *args: (orbit_loss, aug_loss))
+  out = audit.jensen_gaps(None, None, X[:4], np.zeros(4, int), T, batch=4, batches=1)
+  assert out["violations"] == 2 and out["examples"] == 4
+  np.testing.assert_allclose(out["mean_gap"], (1e-3 - 1e-3 - 1e-4 + 0.2) / 4, rtol=1e-9)
 
 
 def test_shift_cyclic_and_edge_repeating():

@@ -83,3 +83,11 @@ def test_layer_report_separates_a_layer_that_sees_the_attribute_from_one_that_do
   assert got["sensitivity"]["seen"]["light"] > 0.5 and got["sensitivity"]["blind"]["light"] == 0.0
   with pytest.raises(ValueError, match="missing"):
     evaluate.layer_report(fn, train, test, pairs, ["missing"], batch=64)
+
+
+def test_pair_sensitivity_against_a_hand_worked_case():
+  """f(a) = 0, 1, 3 and f(b) = 1, 1, 5: paired distances 1, 0, 2 (mean 1); each a against the
+  previous pair's b (5, 1, 1): 5, 0, 2 (mean 7/3); the ratio 3/7."""
+  f_a = {"layer": np.array([[0.0], [1.0], [3.0]])}
+  f_b = {"layer": np.array([[1.0], [1.0], [5.0]])}
+  assert evaluate.pair_sensitivity(f_a, f_b)["layer"] == pytest.approx(3 / 7)

@@ -128,3 +128,14 @@ def test_ridge_probes_choose_the_alpha_a_direct_leave_one_out_computation_choose
   direct = [_direct_loo_alpha(xs, np.where(y == c, 1.0, -1.0), alphas)[0] for c in range(3)]
   assert list(chosen) == direct
   assert len(set(direct)) > 1
+
+
+def test_label_curve_draws_a_different_subset_per_seed():
+  """With a weak signal, probes fit on 12 labels of five different draws reach different
+  accuracies; a curve that reused the same 12 examples would give one number five times."""
+  rng = np.random.default_rng(4)
+  y = rng.integers(0, 2, 200)
+  x = rng.normal(size=(200, 10))
+  x[:, 0] += 0.8 * (2 * y - 1)
+  curve = probes.label_curve(x[:150], y[:150], x[150:], y[150:], (12,), (0, 1, 2, 3, 4))
+  assert len(set(curve[12])) > 1
