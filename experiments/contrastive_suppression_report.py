@@ -1,6 +1,6 @@
-"""The third edition's report: the pre-registered endpoint, its decision, the Holm-corrected family.
+"""The suppression study's report: the pre-registered endpoint, its decision, the Holm-corrected family.
 
-Pre-registration (fixed before any run of this study; README states the same):
+Pre-registration (fixed before any run of this study; the default flagfile's header states the same):
 
 * **Primary endpoint**: in the arm ``PRIMARY`` (the p = 1 tower, 2 px lamp, continued with AdamW,
   weight decay 0.2, learned temperature), the embedding's light probe (ridge) after the
