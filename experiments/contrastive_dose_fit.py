@@ -2,8 +2,8 @@ r"""The contrastive study's dose-response: how many light-mentioning captions pu
 image embedding, fitted over converged runs only, with count and rate told apart.
 
     python -m experiments.contrastive_dose_fit docs/results/contrastive_dose_fit \
-        docs/results/contrastive_dose docs/results/contrastive_dose_gap \
-        docs/results/contrastive_dose_matched
+        docs/results/contrastive_default docs/results/contrastive_dose \
+        docs/results/contrastive_dose_gap docs/results/contrastive_dose_matched
 
 reads the rows of saved contrastive results (``results.json``; a run saved in two of them, same
 setting and seed, counts once) and writes results.json, results.md and dose_response.png to the
@@ -43,6 +43,7 @@ from invariance.data import scenes
 TOL = 0.05             # nats above the car-only floor that still count as converged
 LEVEL = 0.9            # the probe accuracy whose dose the fit reports
 N_BOOT = 300
+MIN_SETTINGS = 5       # values of p a training length needs for a fit of its own
 LIGHT = dashcam.LIGHT
 CHANCE = 1.0 / len(scenes.ATTRIBUTES[LIGHT])
 SETTING = ("loss", "embed_dim", "policy", "lamp_size", "duplicates")
@@ -129,8 +130,16 @@ def table(rows: Sequence[dict], batch_size: int) -> list[dict]:
 
 
 def analyse(rows: Sequence[dict], batch_size: int) -> dict:
+  """The table, the fit over every converged run (``fit``), the fit at each training length with
+  at least ``MIN_SETTINGS`` values of p among its converged runs (``fit_by_steps``: dose and rate
+  are one axis there) and the count-against-rate pairs."""
+  kept = [r for r in rows if converged(r, batch_size)]
+  lengths = [s for s in sorted({r["steps"] for r in kept})
+             if len({r["mention_prob"] for r in kept if r["steps"] == s}) >= MIN_SETTINGS]
   return {"batch_size": batch_size, "car_floor": car_floor(batch_size), "tol": TOL,
           "table": table(rows, batch_size), "fit": fit(rows, batch_size),
+          "fit_by_steps": {str(s): fit([r for r in rows if r["steps"] == s], batch_size)
+                           for s in lengths},
           "matched": matched(rows, batch_size)}
 
 
@@ -176,7 +185,9 @@ def markdown(result: dict) -> str:
       f"Converged: final training loss <= {result['car_floor']:.3f} (the car-only floor at batch "
       f"{result['batch_size']}) + {result['tol']} nats. Light probe on the image embedding, mean "
       "± 95% t-interval over seeds.\n", table_markdown(result["table"]) + "\n",
-      fit_line(result["fit"]) + "\n", "Count against rate (paired by seed):\n",
+      "All converged runs. " + fit_line(result["fit"]) + "\n",
+      *[f"{steps} steps only. " + fit_line(f) + "\n" for steps, f in result["fit_by_steps"].items()],
+      "Count against rate (paired by seed):\n",
       matched_markdown(result["matched"]) + "\n"])
 
 
@@ -192,9 +203,12 @@ def plot(path: str, rows: Sequence[dict], result: dict) -> None:
         ax.plot(*zip(*pts), marker, ms=4, alpha=0.7,
                 label=f"{steps} steps, {'converged' if ok else 'not converged'}")
   f = result["fit"]
-  if "fit" in f:
-    grid = np.logspace(0, math.log10(max(r["exposures"] for r in rows) + 1), 200)
-    ax.plot(grid, dose_response.curve(grid - 1, **f["fit"]), "-", lw=1.5, label="fit")
+  grid = np.logspace(0, math.log10(max(r["exposures"] for r in rows) + 1), 200)
+  fits = [("fit, all converged runs", f)] + [(f"fit, {s} steps", g)
+                                             for s, g in result["fit_by_steps"].items()]
+  for label, g in fits:
+    if "fit" in g:
+      ax.plot(grid, dose_response.curve(grid - 1, **g["fit"]), "-", lw=1.5, label=label)
   ax.axhline(LEVEL, color="grey", ls="--", lw=0.8)
   ax.axhline(CHANCE, color="grey", ls=":")
   ax.set_xscale("log")

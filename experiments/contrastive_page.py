@@ -18,9 +18,10 @@ from experiments import report
 from experiments.contrastive_runs import LAYERS
 from invariance import dashcam
 
-DOSE = ("contrastive_dose", "contrastive_dose_gap", "contrastive_dose_matched")
-RESULTS = ("contrastive_default", *DOSE, "contrastive_dose_fit", "contrastive_roles",
-           "contrastive_full", "contrastive_b65536")
+DOSE = ("contrastive_default", "contrastive_dose", "contrastive_dose_gap",
+        "contrastive_dose_matched")
+RESULTS = (*DOSE, "contrastive_dose_fit", "contrastive_roles", "contrastive_full",
+           "contrastive_b65536")
 ATTRS = dashcam.ATTRIBUTES
 LIGHT = dashcam.LIGHT
 DEFAULT = {"loss": "clip", "embed_dim": 8, "policy": "mention", "lamp_size": 2,
@@ -118,8 +119,8 @@ attribute 0.50. Mean ± 95% t-interval over seeds.
 ```bash
 {cmds}
 python -m experiments.contrastive_dose_fit docs/results/contrastive_dose_fit \\
-    docs/results/contrastive_dose docs/results/contrastive_dose_gap \\
-    docs/results/contrastive_dose_matched
+    docs/results/contrastive_default docs/results/contrastive_dose \\
+    docs/results/contrastive_dose_gap docs/results/contrastive_dose_matched
 ```
 
 `python -m experiments.contrastive --workdir=DIR` runs the default (its flagfile holds only the
@@ -256,16 +257,39 @@ def dose_section(results: dict) -> str:
                      f"{e['n']})" for e in fit["table"] if e["converged"] < e["n"]) or "none"
   lo, hi = f.get("dose_at_level_ci95", (math.nan, math.nan))
   sources = "\n".join(f"* `{FLAGFILE[name]}`: {_grid(results[name])}" for name in DOSE)
+  g400 = fit["fit_by_steps"].get("400", {})
+  fixed = (f"At a fixed length of 400 steps the light probe on the embedding reaches "
+           f"{g400['level']:.0%} at about {dose_fit.count(g400['dose_at_level'])} light-mentioning "
+           f"captions (95% bootstrap interval {dose_fit.count(g400['dose_at_level_ci95'][0])} - "
+           f"{dose_fit.count(g400['dose_at_level_ci95'][1])}, {g400['points']} converged runs)"
+           if "fit" in g400 else "No fixed-length fit")
+  if surv:
+    reading = (f"{fixed}. Count alone does not set the dose: at the same number of light captions, "
+               "the longer, slower run minus the shorter, faster one is "
+               f"{'; '.join(f'{cell(fam[k])} at {k}' for k in surv)} (surviving Holm), "
+               "so the pooled fit over both lengths mixes two curves and the fixed-length fit is "
+               "the one to read. Where a matched interval includes 0 "
+               f"({'; '.join(k for k in fam if k not in surv) or 'none'}), the two are not told "
+               "apart at this power.")
+  else:
+    reading = (f"{fixed}. At matched counts no difference survives Holm (intervals that exclude 0 "
+               f"before correction: {'; '.join(excl) or 'none'}): count and rate are not told "
+               "apart at this power, and the pooled fit over every converged run ("
+               f"{dose_fit.count(f.get('dose_at_level', math.nan))}; {dose_fit.count(lo)} - "
+               f"{dose_fit.count(hi)}) rests on that.")
+  by_steps = "\n\n".join(f"At {steps} steps only (one length, so dose and rate are one axis): "
+                          + dose_fit.fit_line(g) for steps, g in fit["fit_by_steps"].items())
   return f"""## Dose-response at matched exposures
 
-How many light-mentioning captions must a tower see before the light is on its embedding? Three
-flagfiles, CLIP, dim 8, pooled by `experiments.contrastive_dose_fit` (a run saved in two of them
-counts once):
+How many light-mentioning captions must a tower see before the light is on its embedding? Four
+saved runs of the same setting (CLIP, dim 8, lamp 2 px), pooled by `experiments.contrastive_dose_fit`
+(a run saved in two of them, same p, length and seed, counts once):
 
 {sources}
 
-The second fills the range between 15,264 and 51,200 light captions at 400 steps; the third reaches
-the same count at two rates, p over 800 steps and 2p over 400.
+The gap flagfile fills the range between 15,264 and 51,200 light captions at 400 steps; the
+matched one reaches the same count at two rates, p over 800 steps and 2p over 400 (51,200 pairs
+it with the p = 1, 400-step runs of the default and dose flagfiles).
 
 **Converged runs only.** A run counts as converged when its final training loss is at most
 {fit['car_floor']:.3f} + {fit['tol']} nats: {fit['car_floor']:.3f} is the loss of a tower that has
@@ -278,7 +302,10 @@ runs that are not converged: {unconv}.
 
 **The fit** (`invariance.dose_response`: accuracy = floor + (top - floor) sigmoid(slope
 (log10(1 + dose) - mid)), the floor free; the bootstrap resamples the seeds within each setting,
-so every resample keeps every setting): {dose_fit.fit_line(f)}
+so every resample keeps every setting). Over every converged run, whatever its length:
+{dose_fit.fit_line(f)}
+
+{by_steps}
 
 ![dose-response](../results/contrastive_dose_fit/dose_response.png)
 
@@ -287,23 +314,19 @@ a higher rate over fewer (longer minus shorter, paired by seed; Holm across the 
 
 {dose_fit.matched_markdown(fam)}
 
-Reading: the light probe on the embedding reaches {f.get('level', dose_fit.LEVEL):.0%} at about
-{dose_fit.count(f.get('dose_at_level', math.nan))} light-mentioning captions within this budget
-(95% bootstrap interval {dose_fit.count(lo)} - {dose_fit.count(hi)}, from {f['points']} converged
-runs in {f['settings']} settings). At matched counts, the interval of the difference excludes 0
-for: {'; '.join(excl) or 'none'} ({len(surv)} of {len(fam)} survive Holm); where none does, count
-and rate are not told apart at this power.
+Reading: {reading}
 """
 
 
 def roles_section(results: dict) -> str:
   res = results["contrastive_roles"]
-  rows_out, survivors = [], []
+  rows_out, survivors, fams = [], [], {}
   for policy in res["flags"]["policies"]:
     for lamp in res["flags"]["lamp_sizes"]:
       setting = {**DEFAULT, "policy": policy, "lamp_size": lamp}
       for p in res["flags"]["mention_probs"]:
         fam, got = family(res, setting, p), runs(res, setting, p)
+        fams[(policy, lamp, p)] = fam
         survivors += [(policy, lamp, p, k) for k, e in fam.items() if e["survives"]]
         rows_out.append(
             [policy, lamp, f"{p:g}", _pm([r["probe"]["embedding"][LIGHT] for r in got]),
@@ -315,11 +338,11 @@ def roles_section(results: dict) -> str:
   pixels = "; ".join(f"{lamp} px {pixel(lamp)}" for lamp in res["flags"]["lamp_sizes"])
   inits = "; ".join(f"{lamp} px {_pm(_init_values(res, 8, lamp, 'embedding', LIGHT))}"
                     for lamp in res["flags"]["lamp_sizes"])
-  swap0 = family(res, {**DEFAULT, "policy": "swap"}, 0.0)[("embedding", "car_color")]
+  swap0 = fams[("swap", 2, 0.0)][("embedding", "car_color")]
   header = ["policy", "lamp px", "p", "light", "light - init", "light: block1 grid", "car",
             "car - init", "zero-shot light", "zero-shot car"]
   listed = ", ".join(f"{a} {b} px p = {c:g} {_names([k])}" for a, b, c, k in survivors) or "none"
-  big = {lamp: family(res, {**DEFAULT, "lamp_size": lamp}, 0.0)[("embedding", LIGHT)]
+  big = {lamp: fams[("mention", lamp, 0.0)][("embedding", LIGHT)]
          for lamp in res["flags"]["lamp_sizes"]}
   return f"""## Role swap and lamp size
 
@@ -345,13 +368,15 @@ seeds).
 
 def full_section(results: dict) -> str:
   res = results["contrastive_full"]
-  table, p0_64 = [], {}
+  table, p0_64, every = [], {}, []
   ps, dims = res["flags"]["mention_probs"], res["flags"]["embed_dims"]
   for loss in res["flags"]["losses"]:
     for dim in res["flags"]["embed_dims"]:
       for dup in res["flags"]["duplicate_captions"]:
         setting = {**DEFAULT, "loss": loss, "embed_dim": dim, "duplicates": dup}
         fams = {p: family(res, setting, p) for p in ps}
+        every += [f"{loss} dim {dim} {dup} p = {p:g}: {layer} {a}" for p in ps
+                  for (layer, a), e in fams[p].items() if e["survives"]]
         got = {p: runs(res, setting, p) for p in ps}
         if dim == max(res["flags"]["embed_dims"]):
           p0_64.update({(loss, dup, p): fams[p][("embedding", LIGHT)] for p in ps if p < 1})
@@ -364,11 +389,6 @@ def full_section(results: dict) -> str:
                                                                      f"p = {p:g} - init")]
   header += [f"p = {max(ps):g} zero-shot light", f"p = {max(ps):g} car"]
   surv = sum(e["survives"] for e in p0_64.values())
-  every = [f"{loss} dim {dim} {dup} p = {p:g}: {layer} {a}"
-           for loss in res["flags"]["losses"] for dim in dims
-           for dup in res["flags"]["duplicate_captions"] for p in ps
-           for (layer, a), e in family(res, {**DEFAULT, "loss": loss, "embed_dim": dim,
-                                              "duplicates": dup}, p).items() if e["survives"]]
   lo = min(e["mean"] for e in p0_64.values())
   hi = max(e["mean"] for e in p0_64.values())
   siglip = p0_64.get(("siglip", "negative", 0.0))
@@ -384,9 +404,10 @@ same tower at init (init embedding light: {init_light}):
 {report.markdown_table(header, table)}
 
 Reading: at dim {max(dims)} every p < 1 setting's embedding sits above its init, by {lo:+.3f} to
-{hi:+.3f} ({len(p0_64)} settings); {sum(excludes_zero(e) for e in p0_64.values())} of these
-intervals exclude 0 on their own (SigLIP, negatives, p = 0: {cell(siglip) if siglip else '-'}) and
-{surv} survive Holm. Across all {len(table) * len(ps)} families of this grid, {len(every)} of
+{hi:+.3f} ({len(p0_64)} settings). Intervals among these that exclude 0 on their own:
+{sum(excludes_zero(e) for e in p0_64.values())} of {len(p0_64)} (SigLIP, negatives, p = 0:
+{cell(siglip) if siglip else '-'}); surviving Holm: {surv}. Across all {len(table) * len(ps)}
+families of this grid, {len(every)} of
 {len(table) * len(ps) * len(LAYERS) * len(ATTRS)} endpoints survive Holm: {'; '.join(every) or 'none'}.
 The SigLIP rows use CLIP's recipe (one learning rate, bias -10 at init, which
 suits batches far larger than 128), so a SigLIP-CLIP gap here is this recipe, not the loss

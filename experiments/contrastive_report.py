@@ -181,7 +181,7 @@ def results_markdown(cfg, results: dict) -> str:
   doses = [d for d in results["dose_response"] if d]
   if doses:
     parts.append("## Dose-response: light probe on the embedding vs light-mentioning captions "
-                 "seen\n\nFit (``experiments.contrastive_dose_fit``): accuracy = floor + (top - "
+                 "seen\n\nFit (`experiments.contrastive_dose_fit`): accuracy = floor + (top - "
                  "floor) sigmoid(slope (log10(1 + dose) - mid)) over the setting's converged runs "
                  "(final loss within "
                  f"{dose_fit.TOL} nats of the car-only floor).\n\n" + "\n".join(
