@@ -130,7 +130,9 @@ SigLIP with its own recipe, are separate studies (`contrastive_suppression`, `co
 **Statistics.** Paired intervals are per-seed differences, mean ± 95% t-interval. Each setting and p
 is one family of {len(LAYERS)} layers x {len(ATTRS)} attributes = {len(LAYERS) * len(ATTRS)} paired
 endpoints, corrected with Holm-Bonferroni at 0.05: **bold** intervals survive it. An interval that
-excludes 0 but is not bold is not a corrected finding.
+excludes 0 but is not bold is not a corrected finding. With 3 seeds a t-test gives a p-value small
+enough to survive only when the three differences are nearly equal, so a 3-seed survivor (and a
+3-seed non-survivor) says less than a 5-seed one.
 """
 
 
