@@ -205,8 +205,6 @@ def plot_maps(workdir: workdir_lib.Workdir, cfg, maps: dict) -> None:
 
 
 # -- the study's write-up (docs/studies/orbit.md, from the saved runs: experiments.docs) -----------
-RESULT_DIRS = ("orbit_default", "orbit_ablations", "orbit_flat_matched", "orbit_aug_converged",
-               "orbit_rotation")
 IN, OUT = "acc_in_support", "acc_out_of_support"
 AUG_EVAL = "mlp_aug_full" + ORBIT_EVAL_SUFFIX
 
@@ -340,7 +338,8 @@ def _default_section(saved: dict) -> str:
   worst = max(r["invariance"]["max_error_max"] for r in saved["rows"] if r["model"] in exact)
   reading = [
       f"The exactly invariant arms ({', '.join(f'`{m}`' for m in exact)}) flip no prediction "
-      f"under any of the {saved['flags']['canvas'] ** 2} shifts, with a largest per-example logit error of {worst:.1e} over "
+      f"under any of the {saved['flags']['canvas'] ** 2} shifts, with a largest per-example "
+      f"logit error of {worst:.1e} over "
       "every audited example and seed (float32 rounding): their accuracy out of support equals "
       "their accuracy in it.",
       "Out of support, the orbit model beats full-group augmentation by "
@@ -390,8 +389,9 @@ def _ablation_section(saved: dict, matched: dict) -> str:
     claim = ("so at equal parameter count the flatten head is the less accurate one in support: "
              "the default `cnn_flat`'s lead there goes with its size")
   else:
-    claim = ("so at equal parameter count these seeds show no in-support difference: whether a "
-             "flatten head gains from absolute position is not shown")
+    claim = ("so at equal parameter count these seeds show no in-support difference that "
+             "survives the correction: that a flatten head gains from absolute position is not "
+             "shown")
   matched_text = (
       f"The flatten control at `cnn_gap`'s size (`cnn_flat` with channels "
       f"{','.join(map(str, matched['flags']['cnn_channels']))}: {size['cnn_flat']:,} parameters "
@@ -479,14 +479,24 @@ def _rotation_section(saved: dict) -> str:
       f"Rotated accuracy against the plain MLP: {gains}. Upright, p4 minus: {p4}."])
 
 
+def _cost(results: dict[str, dict]) -> str:
+  """Training time of each saved run (the rows' train seconds; wall time and load: RUN.md)."""
+  parts = [f"`{name}` {len(saved['rows'])} rows, {sum(r['train_seconds'] for r in saved['rows']):,.0f} s"
+           for name, saved in results.items()]
+  return ("## Cost\n\nTraining seconds summed over each run's rows, on a 2-core CPU VM without a "
+          "GPU (shared with other runs while most of these ran, so several times a quiet "
+          "machine's; each run's RUN.md gives its wall time and load): " + "; ".join(parts) + ".")
+
+
 def document(results: dict[str, dict]) -> str:
-  """docs/studies/orbit.md from the saved runs (``RESULT_DIRS``; see ``experiments.docs``)."""
+  """docs/studies/orbit.md from the saved runs (registered in ``experiments.docs``)."""
   r = results
   return "\n\n".join([
       _intro(r["orbit_default"]["flags"]), _COMMANDS, _default_section(r["orbit_default"]),
       _ablation_section(r["orbit_ablations"], r["orbit_flat_matched"]),
       _augmentation_section(r["orbit_ablations"]),
-      _converged_section(r["orbit_aug_converged"], r["orbit_default"]), _rotation_section(r["orbit_rotation"]),
+      _converged_section(r["orbit_aug_converged"], r["orbit_default"]),
+      _rotation_section(r["orbit_rotation"]),
       "Jensen's inequality (the orbit model's loss never exceeds the mean loss over transformed "
       "copies, for cross-entropy on logits) is checked on every MLP-based row as a float sanity "
-      "check (results.md of each run), not a finding."]) + "\n"
+      "check (results.md of each run), not a finding.", _cost(results)]) + "\n"
