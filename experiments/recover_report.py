@@ -356,18 +356,18 @@ def results_markdown(cfg, results: dict) -> str:
 
 def method_list(cfg) -> str:
   """The curves of the study, one line each, from their recipes (``recover_runs``)."""
-  start = {"p0": "the p0 tower", "p1": "the p1 tower", "init": "the init tower (p0's start)"}
+  start = {"p0": "p0 tower", "p1": "p1 tower", "init": "init tower (p0's start)"}
   lines = []
   for name, probe in rr.PROBES.items():
     layer = "embedding" if probe.representation == "embedding" else "last hidden layer"
-    lines.append(f"- `{name}`: a linear probe (C = 1) on the frozen {start[probe.tower]}'s "
-                 f"{layer}" + ("" if probe.tower == "p0" else " (reference)") + ".")
+    lines.append(f"- `{name}`: a linear probe (C = 1) on the {layer} of the frozen "
+                 f"{start[probe.tower]}" + ("" if probe.tower == "p0" else "; a reference") + ".")
   for name, recipe in rr.TRAINED.items():
     what = (f"{', '.join(recipe.frozen)} frozen, the last conv, the dense layer and the head "
             "trained" if recipe.frozen else "everything trained")
     head = ("a head that starts as the linear probe on the frozen penultimate layer of its "
             "training labels (LP-FT)" if recipe.probe_head else "a random linear head")
-    lines.append(f"- `{name}`: {start[recipe.tower]} plus {head}; {what}.")
+    lines.append(f"- `{name}`: the {start[recipe.tower]} plus {head}; {what}.")
   return "\n".join(lines)
 
 
@@ -394,7 +394,8 @@ def document(results: dict[str, dict]) -> str:
       "```\n\n"
       "`--pretrained_workdir` is the study's input; without it p0 and p1 are first trained here "
       "(10 more runs of 400 steps). `experiments/configs/recover_full.flags` widens the grid "
-      "(n 8 ... 2048, three learning rates, 800 re-captioning steps) with the same recipe.\n\n"
+      "(n 8 ... 2048, three learning rates, 800 re-captioning steps) with the same recipe; its "
+      "results are not saved in docs/results.\n\n"
       f"## Methods\n\n{method_list(cfg)}\n\n"
       "Every method uses exactly its n labels: a trained method holds out the last "
       f"{cfg.val_fraction:g} of them to choose its learning rate and stopping step and trains on "
@@ -408,8 +409,8 @@ def document(results: dict[str, dict]) -> str:
       "start, and probes the embedding at each step count.\n\n"
       f"## Results (docs/results/{DEFAULT})\n\n{setup(cfg, res)}\n\n"
       f"Wall time of the saved run: {timing['wall_seconds']:.0f} s for "
-      f"{timing['rows_computed']} of {timing['rows']} rows computed in that process (machine "
-      f"and load: docs/results/{DEFAULT}/RUN.md).\n\n"
+      f"{timing['rows_computed']} of {timing['rows']} rows computed in that process, on a 2-core "
+      f"CPU VM shared with other jobs (load and CPU time: docs/results/{DEFAULT}/RUN.md).\n\n"
       + tables(cfg, res, level=3)
       + f"\n![labels to recover](../results/{DEFAULT}/labels_to_recover.png)\n"
       + (f"![re-captioning](../results/{DEFAULT}/recaption_steps.png)\n"
