@@ -75,6 +75,7 @@ register("contrastive", "experiments.contrastive_report",
          ["contrastive_default", "contrastive_dose", "contrastive_dose_gap",
           "contrastive_dose_matched", "contrastive_dose_fit", "contrastive_roles",
           "contrastive_full", "contrastive_b65536"])
+register("recover", "experiments.recover_report", ["recover_default"])
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv))
