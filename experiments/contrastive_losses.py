@@ -45,12 +45,13 @@ class Study:
                    for loss in cfg.losses}
     self.val_loss = {loss: jax.jit(lambda p, b, m=m: m.loss_fn(p, b, None)[0])
                      for loss, m in self.models.items()}
-    self.data: dict[int, towers.Data] = {}
+    self._data: towers.Data | None = None
 
   def data_of(self, seed: int) -> towers.Data:
-    if seed not in self.data:
-      self.data[seed] = towers.Data(seed, self.cfg.data_dir, self.cfg.lamp_size)
-    return self.data[seed]
+    """One seed's data at a time (the runs come ordered by seed)."""
+    if self._data is None or self._data.seed != seed:
+      self._data = towers.Data(seed, self.cfg.data_dir, self.cfg.lamp_size)
+    return self._data
 
   def validation_loss(self, loss: str, params, data: towers.Data, p: float) -> float:
     cfg = self.cfg
