@@ -367,6 +367,7 @@ PRIMARY_RESULTS = "contrastive_suppression_traced"    # the default run, also pr
 GRIDS = {"contrastive_suppression_optim": "Weight decay as a factor",
          "contrastive_suppression_temperature": "Temperature as a factor",
          "contrastive_suppression_lamps": "Random towers with 2, 4 and 6 px lamps"}
+LOSSES_RESULTS = "contrastive_losses_fair"        # quoted: the loss as a factor
 RESULTS = [PRIMARY_RESULTS, *GRIDS]
 NOT_REMOVAL = "not a removal test (the p = 1 control learns from a random start)"
 
@@ -522,7 +523,11 @@ def document(results: dict[str, dict]) -> str:
     lines += [f"## {title}", header(grid["config"]), decisions_table(grid)]
     lines += [versus_primary(grid)] if versus_primary(grid) else []
     lines += [_survivors(grid["family"])]
+  losses = results[LOSSES_RESULTS]["comparison"].get("light")
   lines += ["## Reading", reading(results), "## SigLIP against CLIP",
             "The loss as a factor (each loss at its own validated learning rate, SigLIP's bias "
-            "set for the batch) is its own study: `docs/studies/contrastive_losses.md`."]
+            "set for the batch, towers trained from random init on p = 1 captions) is its own "
+            "study, `docs/studies/contrastive_losses.md`"
+            + (f": CLIP minus SigLIP in the embedding's light probe {signed(losses)} over "
+               f"{losses['n']} seeds ({losses['reading']})." if losses else ".")]
   return "\n\n".join(lines) + "\n"
