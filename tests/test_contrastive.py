@@ -394,9 +394,10 @@ def tiled_value_and_grad(fn, tile, n_args):
   return jax.jit(jax.value_and_grad(functools.partial(fn, tile=tile), tuple(range(n_args))))
 
 
-# (batch, tile): 4 full tiles; 3 tiles of which the last is padded (20 = 8 + 8 + 4, masked);
-# a tile larger than the batch (one tile). Scales: CLIP's initial one and one past log 100.
-TILED_CASES = [(32, 8, math.log(1 / 0.07)), (20, 8, PAST_CLAMP), (16, 64, 0.0)]
+# (batch, tile): 4 full tiles; 3 tiles of which the last is padded (20 = 8 + 8 + 4, masked; 21 =
+# 8 + 8 + 5, where the padding, 3, is not the remainder); a tile larger than the batch (one tile).
+# Scales: CLIP's initial one and one past log 100.
+TILED_CASES = [(32, 8, math.log(1 / 0.07)), (20, 8, PAST_CLAMP), (21, 8, 1.0), (16, 64, 0.0)]
 
 
 @pytest.mark.parametrize("batch,tile,log_scale", TILED_CASES)
@@ -409,7 +410,7 @@ def test_clip_tiled_matches_clip_loss(batch, tile, log_scale):
 
 
 @pytest.mark.parametrize("batch,tile,params", [(32, 8, (math.log(10.0), -10.0)),
-                                               (20, 8, (2.0, 3.0))])
+                                               (20, 8, (2.0, 3.0)), (21, 8, (1.0, -2.0))])
 def test_siglip_tiled_matches_siglip_loss(batch, tile, params):
   img, txt = _embeddings(40 + batch, batch=batch)
   f = tiled_value_and_grad(contrastive.siglip_loss_tiled, tile, 4)
@@ -632,6 +633,11 @@ def test_multi_positive_losses_match_numpy_with_non_trivial_positives():
   got = contrastive.siglip_loss_multi_positive(img, txt, jnp.float32(1.5), jnp.float32(-3.0),
                                                jnp.asarray(positives))
   np.testing.assert_allclose(got, _np_multi_siglip(img, txt, 1.5, -3.0, positives), rtol=1e-5)
+  # positives need not be symmetric (image i may match caption j but not j's image i)
+  lopsided = np.eye(10, dtype=bool) | (np.random.default_rng(2).random((10, 10)) < 0.2)
+  assert (lopsided != lopsided.T).any()
+  got = contrastive.clip_loss_multi_positive(img, txt, jnp.float32(2.0), jnp.asarray(lopsided))
+  np.testing.assert_allclose(got, _np_multi_clip(img, txt, 2.0, lopsided), rtol=1e-5)
   # control: the plain losses (identity positives) are other numbers on these inputs
   assert abs(_np_multi_clip(img, txt, 2.0, positives) - clip_np(img, txt, 2.0)) > 1e-2
   assert abs(_np_multi_siglip(img, txt, 1.5, -3.0, positives) - siglip_np(img, txt, 1.5, -3.0)) > 1e-2

@@ -109,6 +109,25 @@ def test_loss_decreases_in_a_few_steps():
   assert history["loss"][-1] < 0.8 * history["loss"][0], history["loss"]
 
 
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_the_training_loss_is_the_materialised_loss_of_the_embeddings(loss):
+  """make_loss_fn picks its implementation (for CLIP the fused one); its value and gradients
+  equal the plain autodiff loss of the model's embeddings."""
+  model = de.DualEncoder(VOCAB, 8, loss)
+  params = _init(model)
+  images, tokens, _ = _data(16)
+  batch = {"images": images, "tokens": tokens}
+  plain = {"clip": contrastive.clip_loss, "siglip": contrastive.siglip_loss}[loss]
+
+  def reference(p):
+    img, txt, scalars = model.apply(p, images, tokens)
+    return plain(img, txt, *scalars)
+
+  got = jax.jit(jax.value_and_grad(lambda p: de.make_loss_fn(model)(p, batch, None)[0]))(params)
+  want = jax.jit(jax.value_and_grad(reference))(params)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_clip_scale_is_clamped_on_the_parameter_and_its_gradient_lives_past_it():
   model = de.DualEncoder(VOCAB, 8, "clip")
   assert de.make_project_fn(de.DualEncoder(VOCAB, 8, "siglip")) is None

@@ -188,3 +188,11 @@ def test_fit_with_a_rule_whose_min_delta_decides(tmp_path):
     replay = es.update(replay, rule, step, score)
   assert (replay.best_step, replay.best_score, replay.stopped) == (
       history["best_step"], history["best_score"], history["stopped_early"])
+
+
+def test_the_last_step_is_evaluated_when_every_does_not_divide_steps():
+  """A run of 10 steps evaluated every 4 is scored at 4, 8 and at its last step, 10, so the best
+  parameters can be the final ones."""
+  _, history = _fit(10, train.EarlyStopping(every=4, patience=100, min_delta=0.0))
+  assert [step for step, _ in history["val_curve"]] == [4, 8, 10]
+  assert history["last_step"] == 10 and not history["stopped_early"]

@@ -71,6 +71,8 @@ class InvariantEncodersTest(chex.TestCase):
       for params in (model.init(jax.random.key(1), X), _trained(model)):
         fn = self.variant(lambda x, p=params, m=model: m.apply(p, x))
         assert_invariant(fn, group, X, rtol=1e-5)
+        if self.variant.type == chex.ChexVariantType.WITH_JIT:   # each example its own element
+          assert_invariant(fn, group, X, rtol=1e-5, per_example=True, draws=1)
 
   @chex.variants(with_jit=True)
   def test_controls_are_rejected_by_the_same_assertion(self):
