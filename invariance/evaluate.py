@@ -88,8 +88,9 @@ class PoolProbes:
 
   ``pool`` and ``test`` are ``(images (N, ...), {attribute: labels (N,)})``. ``features(name, fn)``
   applies ``fn`` (``images -> {layer: features}``) to both splits once per ``name`` (the
-  model's cache id); ``probe(name, layer, attribute, n)`` is the held-out accuracy of a probe fit on the first ``n``
-  pool examples (all of them when None), so the label sets of growing n are nested;
+  model's cache id); ``probe(name, layer, attribute, n)`` is the held-out accuracy of a probe fit
+  on the first ``n`` pool examples (all of them when None), so the label sets of growing n are
+  nested;
   ``accuracy(name, layer, attribute)`` scores a classifier's own logits (argmax) instead.
   """
 
