@@ -154,10 +154,11 @@ class OrbitConfig(config.StudyConfig, config.Convergence):
     steps = self.steps
     for item in self.model_steps:
       name, _, value = item.partition(":")
-      if (name not in self.models or not value.isdigit()
+      if (name not in models.NAMES or not value.isdigit()
           or not 1 <= int(value) <= STEPS_MAX):
         config.fail("model_steps", item, f"allowed: MODEL:STEPS with MODEL in "
-                    f"{', '.join(self.models)} and 1 <= STEPS <= {STEPS_MAX}")
+                    f"{', '.join(models.NAMES)} and 1 <= STEPS <= {STEPS_MAX} (a model not in "
+                    "--models is ignored)")
       steps = int(value) if name == model else steps
     return steps
 

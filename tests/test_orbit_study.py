@@ -212,3 +212,13 @@ def test_a_30_digit_count_is_refused_in_one_line_naming_the_flag(flag):
   message = cli.flag_error(OrbitConfig, smoke, f"--{flag}={'1' * 30}")
   assert message.startswith(f"--{flag}=") and "allowed" in message and "\n" not in message
   assert cli.flag_error(OrbitConfig, smoke) == ""
+
+
+def test_model_steps_names_any_known_model_and_refuses_others():
+  """The smoke flagfile's overrides name models a single-model rerun leaves out (ignored there)."""
+  smoke = f"--flagfile={os.path.join(ROOT, SMOKE)}"
+  assert cli.flag_error(OrbitConfig, smoke, "--models=orbit_full") == ""
+  assert _parse(smoke, "--models=orbit_full").steps_of("orbit_full") == 200
+  assert _parse(smoke).steps_of("cnn_gap") == 400
+  message = cli.flag_error(OrbitConfig, smoke, "--model_steps=resnet:10")
+  assert message.startswith("--model_steps=resnet:10:") and "allowed" in message
