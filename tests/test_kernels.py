@@ -67,8 +67,8 @@ def test_orbit_mean_values_and_gradients_at_several_depths(widths):
     return jnp.sum(z.mean(0) * read_out)
 
   fast = lambda *a: jnp.sum(translation_orbit.orbit_mean(*a) * read_out)
-  g_fast = jax.grad(fast, argnums=(0, 1, 2, 3))(*args)
-  g_ref = jax.grad(by_rolls, argnums=(0, 1, 2, 3))(*args)
+  g_fast = jax.jit(jax.grad(fast, argnums=(0, 1, 2, 3)))(*args)
+  g_ref = jax.jit(jax.grad(by_rolls, argnums=(0, 1, 2, 3)))(*args)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_fast, g_ref)
 
   # float64 central difference of the numpy orbit along a random direction of every argument
