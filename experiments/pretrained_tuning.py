@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from invariance import dashcam
+from invariance import losses
 from invariance import metrics
 from invariance import probes
 from invariance import recovery
@@ -77,7 +78,7 @@ def row(study, workdir, name: str, method: str) -> dict:
   def loss_fn(params, batch, rng):
     del rng
     logits = clf.apply(params, batch["images"])
-    return train.cross_entropy(logits, batch["labels"]), {"acc": metrics.accuracy(logits, batch["labels"])}
+    return losses.cross_entropy(logits, batch["labels"]), {"acc": metrics.accuracy(logits, batch["labels"])}
 
   predict = jax.jit(lambda p, x: clf.apply(p, x).argmax(-1))
   accs = []

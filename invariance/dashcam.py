@@ -87,10 +87,6 @@ def varied(policy: str, attribute: str) -> str:
   return "car_color" if policy == "swap" else attribute
 
 
-def count_mentions(captions: Sequence[str], attribute: str) -> int:
-  return int(sum(captions_lib.mentions(c, attribute) for c in captions))
-
-
 def prompts(attribute: str, template: str) -> list[str]:
   """One zero-shot prompt per value of ``attribute`` (in ``scenes.ATTRIBUTES`` order, the label
   order), e.g. ``prompts("light", ZERO_SHOT["light"][0])``."""

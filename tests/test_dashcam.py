@@ -18,7 +18,7 @@ def test_each_split_has_its_own_reproducible_stream():
 
 def test_captions_are_nested_in_p_and_streams_differ():
   data = dashcam.SeedData(3)
-  mentions = lambda caps: np.array([dashcam.count_mentions([c], "light") for c in caps])
+  mentions = lambda caps: np.array([captions_lib.mentions(c, "light") for c in caps])
   by_p = {p: mentions(data.captions(400, p, "light")) for p in (0.0, 0.1, 0.5, 1.0)}
   assert by_p[0.0].sum() == 0 and by_p[1.0].sum() == 400
   assert 0 < by_p[0.1].sum() < by_p[0.5].sum() < 400

@@ -42,7 +42,6 @@ SKIN_RGB = np.array([0.90, 0.70, 0.55], np.float32)
 SHIRT_RGB = np.array([[0.95, 0.80, 0.10], [0.55, 0.20, 0.60], [0.20, 0.65, 0.30]], np.float32)
 NUM_CLOUDS = 2
 LAMP_SIZES = (2, 3, 4, 5, 6)      # a lamp side (px) the generator can draw at size 32 and above
-HOUSING_HW = (6, 4)               # the housing of the default 2x2 lamp (``housing_hw(2)``)
 PEDESTRIAN_HW = (6, 2)
 NOISE_STD = 0.02
 MIN_SIZE = 32

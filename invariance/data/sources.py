@@ -111,11 +111,6 @@ def load_classification(name: str = DIGITS, *, data_dir=None, seed: int = 0,
                    rotation_ambiguous=ROTATION_AMBIGUOUS.get(name.split(":")[0], ()))
 
 
-def load_digits(seed: int = 0, test_fraction: float = 0.25, data_dir=None) -> ImageData:
-  """``load_classification("digits", ...)``; kept for callers not yet moved to it."""
-  return load_classification(DIGITS, data_dir=data_dir, seed=seed, test_fraction=test_fraction)
-
-
 def _load_digits(seed: int, test_fraction, data_dir, limit) -> ImageData:
   if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (float, int))
       or not 0.0 < test_fraction < 1.0):
