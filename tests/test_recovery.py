@@ -157,8 +157,8 @@ def _rows(accs):
 
 
 def test_collapse_flags_a_run_at_chance_where_the_method_works():
-  # The first edition's case: at n = 512 one seed of three stayed at chance while the others
-  # reached ~1.0; at n = 8 every seed is at chance (too few labels: not a collapse).
+  # At n = 512 one seed of three stays at chance while the others
+  # reach ~1.0; at n = 8 every seed is at chance (too few labels: not a collapse).
   accs = {(8, s): 0.5 for s in range(3)}
   accs.update({(512, 0): 1.0, (512, 1): 0.51, (512, 2): 0.99})
   flagged = recovery.flag_collapsed(_rows(accs))
