@@ -270,6 +270,15 @@ def document(results: dict[str, dict]) -> str:
       lines.append(f"Post hoc, not stated before: over the {t['n']} seeds where both towers "
                    f"trained, CLIP - SigLIP = {signed(t)} (p = {t['p']:.3g}; reading by the "
                    f"same rule: {read(t)}).")
+    car = comp["family"].get("embedding car_color probe")
+    if car:
+      survives = "survives" if car["survives"] else "does not survive"
+      lines.append(f"Caveat: every run has the same budget of {res['config']['steps']} steps at "
+                   f"batch {res['config']['batch_size']}, and the always-captioned car colour is "
+                   f"lower for SigLIP too: CLIP - SigLIP car-colour probe {signed(car)} (p = "
+                   f"{car['p']:.3g}; Holm p {car['p_holm']:.3g}, {survives}). Part of the light "
+                   "gap may be SigLIP under-trained at this batch and budget rather than the loss "
+                   "itself; a longer budget or a convergence rule would separate the two.")
   lines += ["## Learning-rate selection", rate_table(res["rows"], res),
             "## Each loss at its chosen rate", chosen_table(res["rows"], res)]
   return "\n\n".join(lines) + "\n"
