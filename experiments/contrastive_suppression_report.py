@@ -529,5 +529,6 @@ def document(results: dict[str, dict]) -> str:
             "set for the batch, towers trained from random init on p = 1 captions) is its own "
             "study, `docs/studies/contrastive_losses.md`"
             + (f": CLIP minus SigLIP in the embedding's light probe {signed(losses)} over "
-               f"{losses['n']} seeds ({losses['reading']})." if losses else ".")]
+               f"{losses['n']} seeds ({losses['reading']}; read it with that page's equal-budget "
+               "caveat)." if losses else ".")]
   return "\n\n".join(lines) + "\n"
