@@ -16,11 +16,9 @@ def test_study_doc_matches_saved_results(name):
 
 def test_render_uses_the_numbers(tmp_path, monkeypatch):
   """A changed number in results.json changes the write-up (the check can fail)."""
-  if not docs.STUDIES:
-    pytest.skip("no study registered")
   import json
   import shutil
-  name = sorted(docs.STUDIES)[0]
+  name = "pretrained"           # its page reads measured accuracies only (no selection by value)
   _, results = docs.STUDIES[name]
   for r in results:
     shutil.copytree(os.path.join(docs.RESULTS, r), tmp_path / r)
