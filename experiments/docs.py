@@ -66,7 +66,7 @@ def main(argv: Sequence[str]) -> int:
 # Registered write-ups (one line per study; each report module defines ``document``).
 register("orbit", "experiments.orbit_report", ["orbit_default", "orbit_ablations",
                                                "orbit_flat_matched", "orbit_aug_converged",
-                                               "orbit_rotation"])
+                                               "orbit_full_converged", "orbit_rotation"])
 register("pretrained", "experiments.pretrained_report", ["pretrained_default"])
 register("contrastive_suppression", "experiments.contrastive_suppression_report",
          ["contrastive_suppression_traced", "contrastive_suppression_optim",

@@ -428,24 +428,30 @@ def _augmentation_section(saved: dict) -> str:
       f"Against that baseline: {trades}."])
 
 
-def _converged_section(saved: dict, default: dict) -> str:
-  """mlp_aug_full trained to its plateau, against the default run's rows of the same seeds."""
-  rows, base = _rows(saved), _rows(default)
+def _converged_section(saved: dict, default: dict, orbit: dict) -> str:
+  """mlp_aug_full trained to its plateau, against orbit_full under the same rule (``orbit``, same
+  host) and the default run's rows of the same seeds."""
+  rows, base, same = _rows(saved), _rows(default), _rows(orbit)
   aug = "mlp_aug_full"
   table, s = paired_family({
+      f"orbit_full (same rule) - {aug}, out of support": _diffs(same, "orbit_full", rows, aug, OUT),
+      f"orbit_full (same rule) - {aug}, in support": _diffs(same, "orbit_full", rows, aug, IN),
       f"orbit_full (default run) - {aug}, out of support": _diffs(base, "orbit_full", rows, aug, OUT),
       f"orbit_full (default run) - {aug}, in support": _diffs(base, "orbit_full", rows, aug, IN),
       f"{AUG_EVAL} - {aug}, out of support": _diffs(rows, AUG_EVAL, rows, aug, OUT),
       f"{aug} - {aug} (default run), out of support": _diffs(rows, aug, base, aug, OUT)})
+  sfirst, slast, searly, sn = _stopped(orbit, "orbit_full")
+  same_out = s[f"orbit_full (same rule) - {aug}, out of support"]
   first, last, early, n = _stopped(saved, aug)
   dfirst, dlast, _, _ = _stopped(default, "orbit_full")
   out = s[f"orbit_full (default run) - {aug}, out of support"]
   gain = s[f"{aug} - {aug} (default run), out of support"]
   verdict = ("the orbit model stays ahead out of support of augmentation trained to its own "
-             "plateau" if _shows(out, 1) else
-             "at augmentation's plateau the orbit model's lead out of support is not shown")
+             "plateau" if _shows(out, 1) and _shows(same_out, 1) else
+             "at augmentation's plateau the orbit model's lead out of support is not shown in "
+             "both comparisons")
   return "\n\n".join([
-      "## Augmentation trained until it stops improving (5 seeds)",
+      "## Augmentation trained until it stops improving",
       f"Rule: {_rule(saved['flags'])} (the cosine schedule decays over the cap). `{aug}` stopped "
       f"at steps {first}-{last} ({early} of {n} runs stopped by the rule before the cap). Its "
       f"comparison partner is `orbit_full` of the default run (stopped at {dfirst}-{dlast} "
@@ -453,7 +459,13 @@ def _converged_section(saved: dict, default: dict) -> str:
       "(same digit splits); the two runs were made on different hosts, whose float summation "
       "orders differ (docs/results/orbit_default_recheck), an added noise the pairing does not "
       "remove.",
-      _summary_table(saved), table,
+      f"Under the same rule, on the same host, `orbit_full` (seeds "
+      f"{', '.join(str(r['seed']) for r in orbit['rows'])}) stopped at steps {sfirst}-{slast} "
+      f"({searly} of {sn} before the cap).",
+      _summary_table(saved), _summary_table(orbit), table,
+      f"Both trained to their plateau under one rule, the orbit model minus augmentation out of "
+      f"support: {_say(same_out)}; in support "
+      f"{_say(s[f'orbit_full (same rule) - {aug}, in support'])}. "
       f"Trained to its plateau, `{aug}` gains {_say(gain)} out of support over its default-rule "
       f"runs. The orbit model minus augmentation, out of support: {_say(out)}; in support "
       f"{_say(s[f'orbit_full (default run) - {aug}, in support'])}: {verdict}. Averaging the "
@@ -495,7 +507,8 @@ def document(results: dict[str, dict]) -> str:
       _intro(r["orbit_default"]["flags"]), _COMMANDS, _default_section(r["orbit_default"]),
       _ablation_section(r["orbit_ablations"], r["orbit_flat_matched"]),
       _augmentation_section(r["orbit_ablations"]),
-      _converged_section(r["orbit_aug_converged"], r["orbit_default"]),
+      _converged_section(r["orbit_aug_converged"], r["orbit_default"],
+                         r["orbit_full_converged"]),
       _rotation_section(r["orbit_rotation"]),
       "Jensen's inequality (the orbit model's loss never exceeds the mean loss over transformed "
       "copies, for cross-entropy on logits) is checked on every MLP-based row as a float sanity "
