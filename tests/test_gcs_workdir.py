@@ -31,6 +31,20 @@ def _study(workdir, env, *args):
                    *args, merge_stderr=True)
 
 
+def _schedule():
+  """(steps, checkpoint_every, log_every) of MODEL in the smoke flagfile: the kill comes at the
+  first log line after the first checkpoint, and the resume must start from that checkpoint."""
+  from absl import flags
+  from experiments import config
+  from experiments.orbit_config import OrbitConfig
+  fv = flags.FlagValues()
+  config.define_flags(OrbitConfig, fv)
+  fv(["prog", f"--flagfile={os.path.join(cli.ROOT, SMOKE)}"])
+  cfg = config.from_flags(OrbitConfig, fv)
+  assert MODEL not in ",".join(cfg.model_steps) and cfg.checkpoint_every < cfg.steps
+  return cfg.steps, cfg.checkpoint_every, cfg.log_every
+
+
 def _strip(row):
   return {k: v for k, v in row.items() if "seconds" not in k}
 
@@ -40,13 +54,14 @@ def test_a_study_killed_and_resumed_on_gs_matches_the_local_run(emulator, smoke_
   """Workdir and TFDS data dir on gs:// (the digits are built into the local mirror of the data
   dir on first use and copied up once the study finishes)."""
   local = smoke_runs.workdir("orbit")
+  steps, every, log_every = _schedule()
   monkeypatch.setenv("INVARIANCE_DATA_CACHE", str(tmp_path / "mirror"))
   workdir, data_dir = f"gs://{BUCKET}/runs/orbit", f"gs://{BUCKET}/tfds"
   proc = _study(workdir, emulator, f"--data_dir={data_dir}")
   deadline, seen = time.time() + 300, []
   for line in proc.stdout:
     seen.append(line)
-    if f"{MODEL}/seed0 step 25/30" in line or time.time() > deadline:
+    if f"{MODEL}/seed0 step {every + log_every}/{steps}" in line or time.time() > deadline:
       break
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
@@ -57,7 +72,7 @@ def test_a_study_killed_and_resumed_on_gs_matches_the_local_run(emulator, smoke_
   resumed = _study(workdir, emulator, f"--data_dir={data_dir}")
   out, _ = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, out[-3000:]
-  assert f"{MODEL}/seed0: resumed from checkpoint at step 20" in out
+  assert f"{MODEL}/seed0: resumed from checkpoint at step {every}" in out
   gcs_emulator.forget_clients()
   rows = json.loads(storage.read_text(f"{workdir}/results.json"))["rows"]
   with open(os.path.join(local, "results.json")) as f:
@@ -68,11 +83,11 @@ def test_a_study_killed_and_resumed_on_gs_matches_the_local_run(emulator, smoke_
   names = set(storage.listdir(workdir))
   assert {"flags.json", "rows", "results.json", "results.md", "loss_curves.png", "metrics",
           "tensorboard", "checkpoints"} <= names, names
-  assert storage.listdir(f"{workdir}/checkpoints/{MODEL}/0") == ["20", "30"]
+  assert storage.listdir(f"{workdir}/checkpoints/{MODEL}/0") == sorted([str(every), str(steps)])
   metrics = train.read_metrics(f"{workdir}/metrics/{MODEL}/seed0.jsonl")
-  assert [r["step"] for r in metrics] == list(range(1, 31))            # each step once
+  assert [r["step"] for r in metrics] == list(range(1, steps + 1))     # each step once
   curves = events.scalars(f"{workdir}/tensorboard/{MODEL}/seed0")
-  assert [s for s, _ in curves["loss"]] == list(range(1, 31))         # each step once
+  assert [s for s, _ in curves["loss"]] == list(range(1, steps + 1))  # each step once
   assert not os.path.exists(os.path.join(cli.ROOT, "gs:"))             # nothing went local
   assert storage.listdir(data_dir) == ["sklearn_digits"]               # the built dataset, up
 
