@@ -57,7 +57,7 @@ def test_seeds_for_power_matches_published_tables():
   assert report.seeds_for_power(1.0, 0.5) == 34
   assert report.seeds_for_power(1.0, 0.8) == 15
   assert report.seeds_for_power(0.1, 0.1) == 10
-  assert report.seeds_for_power(0.055, 0.05) == 12           # the third edition's plan
+  assert report.seeds_for_power(0.055, 0.05) == 12           # the suppression study's plan
   with pytest.raises(ValueError, match="sd"):
     report.seeds_for_power(0.0, 0.05)
 

