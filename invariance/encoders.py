@@ -13,7 +13,7 @@ and ``__call__ = classify(embed(x))``, so orbit averaging can wrap the feature e
 Convolutions: ``conv_path`` picks the implementation by backend - XLA's own convolution on GPU
 and TPU (cuDNN, the TPU's convolution units; circular padding as an explicit wrap, then a VALID
 conv), the chunked im2col matmuls on CPU (``invariance.kernels.im2col_conv``), which are faster
-there (BENCHMARKS.md). Both compute the same function with the same parameters (tested equal in
+there (docs/benchmarks.md). Both compute the same function with the same parameters (tested equal in
 values and gradients on CPU).
 
 Precision: ``dtype`` (None: float32) is the computation dtype of the towers (e.g.

@@ -4,7 +4,7 @@
 
 Cross-correlation, stride 1, odd k, wrap-around (``wrap``) or zero "SAME" padding, plus bias, then
 ReLU (``relu``), over chunks of images so the patches, the bias and the ReLU stay in cache
-(BENCHMARKS.md). The backward pass builds one patch matrix of the output cotangent for both the
+(docs/benchmarks.md). The backward pass builds one patch matrix of the output cotangent for both the
 input and the kernel gradient, and skips the input gradient of the data's layer. Used by
 ``encoders.PatchConv``; equal in values and gradients to XLA's convolution (tests/test_encoders.py).
 """
@@ -36,7 +36,7 @@ def _patches(x_NHWC, k: int, wrap: bool = True):
   return jnp.stack([rows[:, i:i + h] for i in range(k)], 3).reshape(n, h, w, k * k * c)
 
 
-_IMAGES_PER_CHUNK = 8      # 8 x 24 x 24 patch rows of 9 * 32 floats per matmul (see BENCHMARKS.md)
+_IMAGES_PER_CHUNK = 8      # 8 x 24 x 24 patch rows of 9 * 32 floats per matmul (see docs/benchmarks.md)
 
 
 def _batch_chunks(n: int) -> int:
