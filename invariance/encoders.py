@@ -193,6 +193,12 @@ def aps_downsample(x_NHWC):
   return jnp.take_along_axis(comps_PNhwC, pick_N[None, :, None, None, None], axis=0)[0]
 
 
+def _check_channels(channels) -> None:
+  if not channels or any(int(c) < 1 for c in channels):
+    raise ValueError(f"channels={tuple(channels)!r}; allowed: one or more positive widths (no "
+                     "default: a study's config, e.g. OrbitConfig.model_spec, gives them)")
+
+
 class ConvNet(nn.Module):
   """Convs (ReLU), each but the last optionally followed by stride-2 downsampling, then global
   average pool (``global_pool``) or flatten, then a head.
@@ -202,7 +208,7 @@ class ConvNet(nn.Module):
   controls); ``downsample="aps"`` keeps it with strides (sides divisible by 2**(layers - 1)).
   """
 
-  channels: Sequence[int] = (32, 32, 32)
+  channels: Sequence[int] = ()        # required: the studies' configs hold the sizes
   kernel_size: int = 3
   num_classes: int = 10
   circular: bool = True
@@ -212,6 +218,7 @@ class ConvNet(nn.Module):
   dtype: Optional[Any] = None        # computation dtype (see module docstring)
 
   def setup(self):
+    _check_channels(self.channels)
     if self.downsample not in DOWNSAMPLING:
       raise ValueError(f"downsample={self.downsample!r}; allowed: {', '.join(DOWNSAMPLING)}")
     self.convs = [PatchConv(c, self.kernel_size, circular=self.circular, relu=True,
@@ -313,7 +320,7 @@ class GroupCNN(nn.Module):
   """p4 / p4m net: lifting conv, group convs, then group pooling (mean over space and G)."""
 
   group_name: str = "rotations"      # "rotations" (p4) or "dihedral" (p4m)
-  channels: Sequence[int] = (16, 16, 16)
+  channels: Sequence[int] = ()        # required: the studies' configs hold the sizes
   kernel_size: int = 3
   num_classes: int = 10
   dtype: Optional[Any] = None        # computation dtype (see module docstring)
@@ -324,6 +331,7 @@ class GroupCNN(nn.Module):
                        "of 'SAME' padding under rotations needs a centre tap)")
     if self.group_name not in ("rotations", "dihedral"):
       raise ValueError(f"group_name={self.group_name!r}; allowed: 'rotations' (p4), 'dihedral' (p4m)")
+    _check_channels(self.channels)
     group = groups_lib.Rotations() if self.group_name == "rotations" else groups_lib.Dihedral()
     self.layers = [GroupConv(group, c, self.kernel_size, lifting=(i == 0), dtype=self.dtype)
                    for i, c in enumerate(self.channels)]

@@ -107,7 +107,11 @@ def test_group_cnn_rejects_bad_config():
   with pytest.raises(ValueError, match="group_name='translations'"):
     encoders.GroupCNN("translations").init(jax.random.key(0), X)
   with pytest.raises(ValueError, match="square"):
-    encoders.GroupCNN("rotations").init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
+    encoders.GroupCNN("rotations", (4,)).init(jax.random.key(0), jnp.zeros((1, 8, 6, 1)))
+  with pytest.raises(ValueError, match="channels=()"):
+    encoders.GroupCNN("rotations").init(jax.random.key(0), X)
+  with pytest.raises(ValueError, match="channels=()"):
+    encoders.ConvNet().init(jax.random.key(0), X)
 
 
 @pytest.mark.parametrize("impl", CONV_IMPLS)

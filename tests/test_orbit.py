@@ -163,7 +163,7 @@ def test_bad_orbit_config_rejected():
   with pytest.raises(ValueError, match="mode='bogus'"):
     orbit.OrbitModel(MLP, T, mode="bogus")
   with pytest.raises(ValueError, match="fast"):
-    orbit.OrbitModel(encoders.CircularCNN(), T, mode="fast")
+    orbit.OrbitModel(encoders.CircularCNN((4,)), T, mode="fast")
 
 
 def test_fast_path_equals_naive_on_a_full_canvas_with_several_chunks():
