@@ -17,7 +17,7 @@ import optax
 
 from experiments import workdir as workdir_lib
 from experiments.contrastive_config import ContrastiveConfig
-from experiments.contrastive_runs import LAYERS, Run, final_loss
+from experiments.contrastive_runs import LAYERS, Run
 from invariance import dashcam
 from invariance import dual_encoder as de
 from invariance import evaluate
@@ -124,7 +124,7 @@ class Study:
            "exposures": int(seen[mentioned].sum()), **final,
            "zero_shot": self.zero_shot(model, params, data),
            "trace": {str(s): trace[s] for s in sorted(trace)},
-           "final_loss": final_loss(history), "train_seconds": history["train_seconds"]}
+           "final_loss": train.final_loss(history), "train_seconds": history["train_seconds"]}
     row.pop("step", None)
     row["eval_seconds"] = time.perf_counter() - t0
     return row

@@ -64,7 +64,7 @@ def train_and_measure(run: OrbitRun, model: models.Model, cfg: OrbitConfig,
   row = {"model": name, "seed": seed, "step_cap": steps, "best_step": history["best_step"],
          "steps_run": history["last_step"], "val_acc": history["best_score"],
          "val_curve": history["val_curve"], "train_seconds": history["train_seconds"],
-         "final_loss": history["loss"][-1] if history["loss"] else None,
+         "final_loss": train.final_loss(history),
          "num_params": models.num_params(params["net"]),
          **orbit_measure.measure(functools.partial(eval_jit, params), cfg, data, seed)}
   if isinstance(model.net, encoders.MLP) and cfg.jensen_batches:

@@ -100,7 +100,7 @@ class Recovery:
         self.train_config(cfg.run_key(p), seed, cfg.pretrain_steps), self.schedules["pretrain"])
     self._params[(seed, run.tower)] = jax.device_get(params)
     return {**row, "steps": cfg.pretrain_steps, "mentions": int(mentions.sum()),
-            "train_seconds": history["train_seconds"], "final_loss": final_loss(history),
+            "train_seconds": history["train_seconds"], "final_loss": train.final_loss(history),
             "source": "pretrained here"}
 
   def params(self, seed: int, tower: str):
@@ -191,7 +191,7 @@ class Recovery:
       grid.append({"learning_rate": lr, "val_acc": val, "best_step": best_step,
                    "last_step": history["last_step"], "stopped_early": history["stopped_early"],
                    "light_acc": self.accuracy(params, test_x, test_a[LIGHT]),
-                   "final_loss": final_loss(history), "train_seconds": history["train_seconds"]})
+                   "final_loss": train.final_loss(history), "train_seconds": history["train_seconds"]})
     best = recovery.select([g["val_acc"] for g in grid])
     params = kept[best]
     t0 = time.perf_counter()
@@ -236,10 +236,6 @@ class Recovery:
             "light_captions_seen": recovery.mentions_seen(mentions, cfg.contrastive_batch_size,
                                                           seed, run.step),
             "light_captions": int(mentions.sum()), "train_seconds": seconds}
-
-
-def final_loss(history: dict):
-  return history["loss"][-1] if history["loss"] else None
 
 
 def finite(features: dict, name: str) -> None:

@@ -443,6 +443,11 @@ class _Progress:
     self.time, self.step = now, done
 
 
+def final_loss(history: dict) -> Optional[float]:
+  """The last logged training loss of a ``fit`` history (None if nothing was logged)."""
+  return history["loss"][-1] if history["loss"] else None
+
+
 def fit(loss_fn: Callable, params: PyTree, batch_at: Callable[[int], dict],
         optimizer: optax.GradientTransformation, config: TrainConfig, rng,
         mesh=None, schedule: Optional[Callable[[int], Any]] = None,
