@@ -278,5 +278,5 @@ def test_the_study_page_is_generated_from_saved_results(smoke):
                  "| `finetune` - `scratch` |", "### Reading (generated from the numbers)"):
     assert needle in page, needle
   probe = next(r for r in results["rows"] if r["method"] == "probe" and r["n_labels"] == 32)
-  assert f"| probe | " in page and f"{probe['light_acc']:.3f}" in page
+  assert "| probe | " in page and f"{probe['light_acc']:.3f}" in page
   assert f"{results['timing']['wall_seconds']:.0f} s" in page
