@@ -11,8 +11,8 @@ main model's update step, examples/s on 1 device and on 8), ``input`` (examples/
 input path against the 1-device train steps' consumption; needs grain), ``all`` (every suite;
 ``input`` is skipped where grain is not installed). Writes JSON to ``--out`` (atomically) and
 prints the tables. Never imports tfds; only the input part imports grain. On a CPU-only host it
-ends by printing the commands that produce the GPU figures (``gpu_commands``), which BENCHMARKS.md
-lists as pending until a GPU host has run them.
+ends by printing the commands that produce the GPU figures (``gpu_commands``), which
+docs/benchmarks.md lists.
 
 Each part runs in a child process with the devices it needs. On XLA:CPU the device count is fixed
 when jax starts, and 8 virtual devices split the host's threads between them, which slows a
@@ -53,7 +53,7 @@ flags.DEFINE_list("loss_batches", ["1024", "4096", "8192"], "Batch sizes of the 
                   "loss timings (above 32768 only the tiled losses are timed).")
 flags.DEFINE_enum("part", None, list(PARTS), "Internal: run one part in this process.")
 
-# The GPU figures of BENCHMARKS.md: what a GPU host runs (printed by a CPU-only run).
+# The GPU figures of docs/benchmarks.md: what a GPU host runs (printed by a CPU-only run).
 GPU_COMMANDS = (
     'python3 -m pip install -r requirements.txt "jax[cuda12]==0.10.2"',
     "python3 -m experiments.bench --suite=all --out=runs/bench_gpu.json",
@@ -71,7 +71,7 @@ GPU_COMMANDS = (
 
 
 def gpu_commands() -> str:
-  return "\n".join(["GPU figures (BENCHMARKS.md, pending): on a host with one NVIDIA GPU, run"]
+  return "\n".join(["GPU figures (docs/benchmarks.md): on a host with one NVIDIA GPU, run"]
                     + [f"  {c}" for c in GPU_COMMANDS])
 
 
