@@ -5,8 +5,8 @@
 Every paired interval is a run minus its own initialisation (or, for count against rate, one run
 minus another), paired by seed; a *family* is every layer x attribute of one setting and p
 (8 x 4 = 32 endpoints), corrected with Holm-Bonferroni (``report.holm_family``); intervals that
-survive are in bold. The reading's sentences are built from the same numbers, so they say only
-what the intervals show.
+survive are marked with ``report.HOLM_MARK``. The reading's sentences are built from the same
+numbers, so they say only what the intervals show.
 """
 from __future__ import annotations
 
@@ -58,9 +58,8 @@ def family(res: dict, setting: dict, p: float) -> dict[tuple[str, str], dict]:
 
 
 def cell(e: dict) -> str:
-  """``+0.158 ± 0.111``, bold when it survives Holm across its family."""
-  text = f"{e['mean']:+.3f}" if e["n"] < 2 else f"{e['mean']:+.3f} ± {e['ci']:.3f}"
-  return f"**{text}**" if e["survives"] else text
+  """``+0.158 ± 0.111``, marked ``report.HOLM_MARK`` when it survives Holm across its family."""
+  return report.paired_cell(e)
 
 
 def excludes_zero(e: dict) -> bool:
@@ -129,10 +128,10 @@ SigLIP with its own recipe, are separate studies (`contrastive_suppression`, `co
 
 **Statistics.** Paired intervals are per-seed differences, mean ± 95% t-interval. Each setting and p
 is one family of {len(LAYERS)} layers x {len(ATTRS)} attributes = {len(LAYERS) * len(ATTRS)} paired
-endpoints, corrected with Holm-Bonferroni at 0.05: **bold** intervals survive it. An interval that
-excludes 0 but is not bold is not a corrected finding. With 3 seeds a t-test gives a p-value small
-enough to survive only when the three differences are nearly equal, so a 3-seed survivor (and a
-3-seed non-survivor) says less than a 5-seed one.
+endpoints, corrected with Holm-Bonferroni at 0.05: intervals marked {report.HOLM_MARK} survive it.
+An interval that excludes 0 but is not marked is not a corrected finding. With 3 seeds a t-test
+gives a p-value small enough to survive only when the three differences are nearly equal, so a
+3-seed survivor (and a 3-seed non-survivor) says less than a 5-seed one.
 """
 
 
@@ -351,7 +350,7 @@ def roles_section(results: dict) -> str:
 `contrastive_roles.flags`: captions that name the car and mention the light with probability p
 (`mention`) beside captions that name the light and mention the car with probability p (`swap`),
 lamps of {', '.join(map(str, res['flags']['lamp_sizes']))} px, CLIP, dim 8, 400 steps, {_seeds(res)}.
-On the embedding (bold: survives Holm in its family of 32):
+On the embedding ({report.HOLM_MARK}: survives Holm in its family of 32):
 
 {report.markdown_table(header, rows_out)}
 
