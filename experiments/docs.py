@@ -71,7 +71,7 @@ register("pretrained", "experiments.pretrained_report", ["pretrained_default"])
 register("contrastive_suppression", "experiments.contrastive_suppression_report",
          ["contrastive_suppression_traced", "contrastive_suppression_optim",
           "contrastive_suppression_temperature", "contrastive_suppression_lamps",
-          "contrastive_losses_fair"])
+          "contrastive_losses_fair", "contrastive_suppression_default"])
 register("contrastive_losses", "experiments.contrastive_losses_report", ["contrastive_losses_fair"])
 register("contrastive", "experiments.contrastive_report",
          ["contrastive_default", "contrastive_dose", "contrastive_dose_gap",
