@@ -104,11 +104,6 @@ class Data:
                                  dashcam.LIGHT)
 
 
-def final_loss(history: dict):
-  """The last logged training loss of a ``train.fit`` history (None if nothing was logged)."""
-  return history["loss"][-1] if history["loss"] else None
-
-
 def pair_distances(feats_a: dict, feats_b: dict) -> dict:
   """``{layer: (paired, unrelated)}``: mean distance between the features of each counterfactual
   pair, and between a scene and the next pair's partner (an unrelated scene); their ratio is the

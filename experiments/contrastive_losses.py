@@ -86,7 +86,7 @@ class Study:
             "zero_shot": towers.zero_shot(model, self.tokenizer, params, data, cfg.num_probe,
                                           run.p > 0),
             "validation_loss": self.validation_loss(run.loss, params, data, run.p),
-            "final_loss": towers.final_loss(history), "scalars": scalars,
+            "final_loss": train.final_loss(history), "scalars": scalars,
             "train_seconds": history["train_seconds"]}
 
   def run(self, run: LossRun) -> runner.Run:

@@ -28,6 +28,7 @@ import numpy as np
 
 from experiments import config
 from experiments import report
+from experiments.report import detectable_effect, power  # noqa: F401  (the page's power analysis)
 from experiments import workdir as workdir_lib
 from experiments.caption_towers import LAYERS
 from experiments.contrastive_suppression_config import Arm
@@ -99,29 +100,6 @@ def decide(d: dict, start_holds: bool = True) -> str:
   if -EFFECT < lo and hi < EFFECT:
     return "kept" if start_holds else "never learned"
   return "not decided at this power"
-
-
-def power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
-  """The probability that a two-sided paired t-test at ``alpha`` on ``n`` seeds with this ``sd``
-  finds a true mean difference ``effect`` (noncentral t; ``report.seeds_for_power``'s criterion)."""
-  from scipy import stats  # pylint: disable=import-outside-toplevel
-  crit, shift = stats.t.ppf(1 - alpha / 2, n - 1), effect / sd * math.sqrt(n)
-  return float(stats.nct.sf(crit, n - 1, shift) + stats.nct.cdf(-crit, n - 1, shift))
-
-
-def detectable_effect(sd: float, n: int, alpha: float = ALPHA, target: float = 0.8) -> float:
-  """The smallest true effect a paired t-test on ``n`` seeds with this ``sd`` detects with
-  probability ``target`` (bisection on ``power``)."""
-  if n < 2 or not sd > 0:
-    return float("nan")
-  got = lambda e: power(e, sd, n, alpha)
-  lo, hi = 0.0, sd
-  while not got(hi) >= target:                   # grow the bracket (nct is nan for huge shifts)
-    lo, hi = hi, 2 * hi
-  for _ in range(50):
-    mid = (lo + hi) / 2
-    lo, hi = (lo, mid) if got(mid) >= target else (mid, hi)
-  return hi
 
 
 def primary(rows, starts) -> dict:

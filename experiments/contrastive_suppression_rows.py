@@ -110,7 +110,7 @@ class Study:
                                           arm.start == "p1" or run.p > 0),
             "exposures": int(seen[mentioned].sum()),
             "log_scale": float(params["params"]["log_scale"]),
-            "final_loss": towers.final_loss(history), "train_seconds": history["train_seconds"]}
+            "final_loss": train.final_loss(history), "train_seconds": history["train_seconds"]}
 
   def run(self, run: StartRun | Continuation) -> runner.Run:
     if isinstance(run, StartRun):

@@ -106,19 +106,38 @@ def paired_cell(entry: dict, fmt: str = "{:+.3f}") -> str:
   return text + (f" {HOLM_MARK}" if entry.get("survives") else "")
 
 
-def seeds_for_power(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8,
+def power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+  """The probability that a two-sided paired t-test at ``alpha`` on ``n`` seeds with this ``sd``
+  finds a true mean difference ``effect`` (noncentral t; ``report.seeds_for_power``'s criterion)."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  crit, shift = stats.t.ppf(1 - alpha / 2, n - 1), effect / sd * math.sqrt(n)
+  return float(stats.nct.sf(crit, n - 1, shift) + stats.nct.cdf(-crit, n - 1, shift))
+
+
+def detectable_effect(sd: float, n: int, alpha: float = 0.05, target: float = 0.8) -> float:
+  """The smallest true effect a paired t-test on ``n`` seeds with this ``sd`` detects with
+  probability ``target`` (bisection on ``power``)."""
+  if n < 2 or not sd > 0:
+    return float("nan")
+  got = lambda e: power(e, sd, n, alpha)
+  lo, hi = 0.0, sd
+  while not got(hi) >= target:                   # grow the bracket (nct is nan for huge shifts)
+    lo, hi = hi, 2 * hi
+  for _ in range(50):
+    mid = (lo + hi) / 2
+    lo, hi = (lo, mid) if got(mid) >= target else (mid, hi)
+  return hi
+
+
+def seeds_for_power(sd: float, effect: float, alpha: float = 0.05, power_: float = 0.8,
                     max_n: int = 10_000) -> int:
   """The smallest number of seeds n >= 2 for which a two-sided paired t-test at level ``alpha``
-  detects a true mean difference ``effect`` with probability >= ``power``, when the per-seed
+  detects a true mean difference ``effect`` with probability >= ``power_``, when the per-seed
   differences have standard deviation ``sd`` (exact, with the noncentral t distribution)."""
-  from scipy import stats          # pylint: disable=import-outside-toplevel
   if not sd > 0 or not effect > 0:
     raise ValueError(f"sd={sd!r}, effect={effect!r}: allowed: both > 0")
   for n in range(2, max_n + 1):
-    crit = stats.t.ppf(1 - alpha / 2, n - 1)
-    shift = effect / sd * math.sqrt(n)
-    got = stats.nct.sf(crit, n - 1, shift) + stats.nct.cdf(-crit, n - 1, shift)
-    if got >= power:
+    if power(effect, sd, n, alpha) >= power_:
       return n
   raise ValueError(f"sd={sd}, effect={effect}: more than max_n={max_n} seeds needed")
 
