@@ -30,6 +30,14 @@ def popen(study: str, *args, merge_stderr: bool = False):
                           stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True)
 
 
+def run_ok(study: str, *args, timeout: float = 600) -> str:
+  """Run the study to the end (stdout and stderr merged) and return its output; it must exit 0."""
+  proc = popen(study, *args, merge_stderr=True)
+  out = proc.communicate(timeout=timeout)[0]
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
 def flag_error(cls, *args) -> str:
   """The one-line error the study's CLI would print for ``args`` (parsed and validated in this
   process: cheap, for the many bad-flag cases; a few go through ``popen`` to check the CLI

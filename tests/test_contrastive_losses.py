@@ -105,10 +105,7 @@ def test_comparison_runs_reuse_the_selection_rows():
 
 def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
   workdir = tmp_path / "w"
-  proc = cli.popen("contrastive_losses", f"--flagfile={SMOKE}", f"--workdir={workdir}",
-                   merge_stderr=True)
-  out = proc.communicate(timeout=600)[0]
-  assert proc.returncode == 0, out[-3000:]
+  cli.run_ok("contrastive_losses", f"--flagfile={SMOKE}", f"--workdir={workdir}")
   results = json.loads((workdir / "results.json").read_text())
   rows = results["rows"]
   assert len([r for r in rows if r["seed"] == 0]) == 4                 # 2 losses x 2 rates
@@ -116,10 +113,8 @@ def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
   assert {(r["loss"], r["lr"]) for r in rows if r["seed"] == 1} == set(chosen.items())
   assert results["comparison"]["light"]["n"] == 2
   assert "CLIP minus SigLIP" in (workdir / "results.md").read_text()
-  proc = cli.popen("contrastive_losses", f"--flagfile={SMOKE}", f"--workdir={workdir}",
-                   merge_stderr=True)
-  again = proc.communicate(timeout=600)[0]
-  assert proc.returncode == 0 and again.count("already finished, reusing its row") == 6, again
+  again = cli.run_ok("contrastive_losses", f"--flagfile={SMOKE}", f"--workdir={workdir}")
+  assert again.count("already finished, reusing its row") == 6, again
   assert json.loads((workdir / "results.json").read_text())["comparison"] == results["comparison"]
 
 

@@ -56,10 +56,7 @@ def test_a_decay_step_that_flips_the_weights_is_refused():
 
 def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
   workdir = tmp_path / "w"
-  proc = cli.popen("contrastive_suppression", f"--flagfile={SMOKE}", f"--workdir={workdir}",
-                   merge_stderr=True)
-  out = proc.communicate(timeout=600)[0]
-  assert proc.returncode == 0, out[-3000:]
+  cli.run_ok("contrastive_suppression", f"--flagfile={SMOKE}", f"--workdir={workdir}")
   results = json.loads((workdir / "results.json").read_text())
   assert len(results["starts"]) == 2 and len(results["rows"]) == 4
   prim = results["primary"]
@@ -72,10 +69,7 @@ def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
     assert r["exposures"] == (8 * 32 if r["p"] == 1.0 else 0)
   assert results["family"] and (workdir / "light_continuation.png").stat().st_size > 0
   rows = sorted(os.listdir(workdir / "rows"))
-  proc = cli.popen("contrastive_suppression", f"--flagfile={SMOKE}", f"--workdir={workdir}",
-                   merge_stderr=True)
-  again = proc.communicate(timeout=600)[0]
-  assert proc.returncode == 0, again[-3000:]
+  again = cli.run_ok("contrastive_suppression", f"--flagfile={SMOKE}", f"--workdir={workdir}")
   assert again.count("already finished, reusing its row") == 6 and "step 8/8" not in again
   assert sorted(os.listdir(workdir / "rows")) == rows
   assert json.loads((workdir / "results.json").read_text())["primary"] == prim
