@@ -1,8 +1,9 @@
 """The workdir contract every study shares: refuse rather than overwrite, reuse finished rows.
 
   * ``flags.json``   - the config identity that made this workdir (``config.identity``: every
-                       result-defining field and the study's name). A rerun whose identity differs
-                       is refused (one-line error) instead of mixing results.
+                       result-defining field, the study's name and the batch order). A rerun
+                       whose identity differs is refused (one-line error) instead of mixing
+                       results.
   * ``rows/*.json``  - one finished row each, written atomically; a rerun reuses them.
   * ``checkpoints/<run>/<seed>`` - orbax checkpoints and ``metrics.jsonl`` (per-step scalars).
   * ``results.json``, ``results.md``, ``*.png`` - written atomically (temp file + rename) only
@@ -26,6 +27,7 @@ from absl import logging
 from experiments import config
 from experiments.config import fail
 from invariance import storage
+from invariance.data import pipeline
 
 
 def is_writer() -> bool:
@@ -90,7 +92,7 @@ class Workdir:
     if storage.isfile(path):
       fail("workdir", path, "is a file; allowed: a directory (new or made by this study)")
     self.path, self.study = path, study
-    self.flags = {**identity, "study": study}
+    self.flags = {**identity, "study": study, "batch_order": pipeline.BATCH_ORDER}
     self.rows_dir = storage.join(path, "rows")
     _check_same_on_every_process(self.flags)
     stored = storage.join(path, "flags.json")

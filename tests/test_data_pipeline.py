@@ -12,12 +12,14 @@ def _arrays(n):
 
 
 def _reference_ids(n, batch_size, seed, step):
-  """The batch order the studies have always used (golden numbers depend on it): positions
-  [step * B, (step + 1) * B) of the stream of epochs, epoch e a numpy permutation seeded
-  [seed, 0, e]."""
+  """The batch order computed directly from grain's index shuffle (a bijection of 0..n-1 per
+  seed): positions [step * B, (step + 1) * B) of the stream of epochs, epoch e shuffled with seed
+  (grain_seed(seed) + e) mod 2**32, 4 rounds, as grain's ShuffleMapDataset documents."""
+  from grain.experimental import index_shuffle
+  base = pipeline.grain_seed(seed)
   pos = step * batch_size + np.arange(batch_size)
   epoch, offset = np.divmod(pos, n)
-  return np.array([np.random.default_rng([seed, 0, e]).permutation(n)[o]
+  return np.array([index_shuffle(int(o), max_index=n - 1, seed=(base + int(e)) % 2**32, rounds=4)
                    for e, o in zip(epoch, offset)])
 
 
@@ -61,6 +63,18 @@ def test_each_epoch_is_a_permutation_reshuffled(n, batch):
   assert not np.array_equal(epochs[0], epochs[1])
 
 
+def test_consecutive_seeds_share_no_epoch():
+  """grain reshuffles epoch e with seed s + e; the study seeds are hashed apart so seed 1's first
+  epoch is not seed 0's second. Control: grain's shuffle seeded with the raw seeds shares it."""
+  import grain
+  n = 30
+  for seed in range(4):
+    assert not np.array_equal(pipeline.epoch_order(n, seed, 1), pipeline.epoch_order(n, seed + 1, 0))
+  shuffled = lambda s: grain.MapDataset.range(n).shuffle(seed=s).repeat()
+  raw = lambda s, e: np.array(list(shuffled(s)[e * n:(e + 1) * n]))
+  np.testing.assert_array_equal(raw(0, 1), raw(1, 0))
+
+
 @pytest.mark.parametrize("n, batch, steps", [(10, 3, 7), (10, 4, 5), (7, 16, 3), (5, 2, 0)])
 def test_visits_count_what_the_batches_hold(n, batch, steps):
   batch_at = pipeline.train_batch_fn({"i": np.arange(n)}, batch, seed=3)
@@ -68,8 +82,8 @@ def test_visits_count_what_the_batches_hold(n, batch, steps):
   for step in range(steps):
     np.add.at(seen, batch_at(step)["i"], 1)
   np.testing.assert_array_equal(pipeline.visits(n, batch, 3, steps), seen)
-  if steps * batch % n:                          # control: another seed visits other examples
-    assert (pipeline.visits(n, batch, 4, steps) != seen).any()
+  if steps * batch % n:                          # control: other seeds visit other examples
+    assert any((pipeline.visits(n, batch, s, steps) != seen).any() for s in range(4, 10))
 
 
 def test_batch_larger_than_data():

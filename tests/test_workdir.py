@@ -5,6 +5,7 @@ import pytest
 
 from experiments import config
 from experiments import workdir as workdir_lib
+from invariance.data import pipeline
 
 
 def test_workdir_refuses_what_it_did_not_make(tmp_path):
@@ -28,7 +29,13 @@ def test_workdir_refuses_other_flags_and_other_studies(tmp_path):
     workdir_lib.Workdir(path, "orbit", {"steps": 2})
   with pytest.raises(config.FlagError, match=r"different flags \(study\)"):
     workdir_lib.Workdir(path, "contrastive", {"steps": 1})
-  assert json.loads((tmp_path / "w" / "flags.json").read_text()) == {"steps": 1, "study": "orbit"}
+  stored = json.loads((tmp_path / "w" / "flags.json").read_text())
+  (tmp_path / "w" / "flags.json").write_text(json.dumps({**stored, "batch_order": "numpy"}))
+  with pytest.raises(config.FlagError, match=r"different flags \(batch_order\)"):
+    workdir_lib.Workdir(path, "orbit", {"steps": 1})     # rows of another batch order: not mixed
+  (tmp_path / "w" / "flags.json").write_text(json.dumps(stored))
+  assert json.loads((tmp_path / "w" / "flags.json").read_text()) == {
+      "steps": 1, "study": "orbit", "batch_order": pipeline.BATCH_ORDER}
 
 
 def test_rows_are_computed_once_and_written_atomically(tmp_path):
@@ -64,4 +71,5 @@ def test_create_false_writes_nothing_until_create(tmp_path):
   w = workdir_lib.Workdir(str(path), "orbit", {"steps": 1}, create=False)
   assert not path.exists()
   w.create()
-  assert json.loads((path / "flags.json").read_text()) == {"steps": 1, "study": "orbit"}
+  assert json.loads((path / "flags.json").read_text()) == {
+      "steps": 1, "study": "orbit", "batch_order": pipeline.BATCH_ORDER}

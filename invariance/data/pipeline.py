@@ -4,7 +4,8 @@ Data is a dict of numpy arrays sharing a leading dim N (e.g. ``images``, ``label
 TFDS dataset and curated (``sources``, ``curation``). ``train_dataset`` is a grain ``MapDataset``
 whose element ``step`` is the *global* batch of that step:
 
-    EpochShuffle(N, seed): example indices, endless, epoch e a permutation seeded by [seed, 0, e]
+    MapDataset.range(N).shuffle(grain_seed(seed)).repeat(): example indices, endless, each
+    epoch in its own order (grain's index shuffle)
     -> .batch(batch_size, batch_fn=gather): one vectorised take per key
 
 so step ``t`` holds positions ``[t * batch_size, (t + 1) * batch_size)`` of the stream
@@ -18,14 +19,13 @@ the functions.
 """
 from __future__ import annotations
 
-import functools
-import sys
-
 import numpy as np
 
-# The middle word of each epoch's seed [seed, 0, epoch]: fixed at 0, so the batch order depends on
-# the seed and the epoch only (not on the number of processes).
+# A second word in the derivation of grain's seed: changing it changes every batch order.
 _STREAM = 0
+# How the batch order is made, recorded in every workdir's flags.json (a workdir whose rows were
+# made with another order is refused on resume, not mixed).
+BATCH_ORDER = "grain index shuffle"
 
 
 def _check_int(arg: str, value, low: int) -> int:
@@ -45,43 +45,25 @@ def _check_arrays(arrays) -> dict[str, np.ndarray]:
   return arrays
 
 
-def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-  """The example indices in the order of one epoch (a permutation seeded by [seed, 0, epoch])."""
-  return np.random.default_rng([seed, _STREAM, epoch]).permutation(num_examples)
+def grain_seed(seed: int) -> int:
+  """The 32-bit seed of grain's shuffle for a study's ``seed``. grain reshuffles epoch ``e`` with
+  seed ``s + e``, so seeds 0, 1, 2... used as they are would share epochs (seed 1's first epoch
+  would be seed 0's second); hashing them apart keeps every seed's batch order its own."""
+  return int(np.random.SeedSequence([_check_int("seed", seed, 0), _STREAM]).generate_state(1)[0])
 
 
-@functools.lru_cache(maxsize=None)
-def _epoch_shuffle_cls():
-  """grain's ``MapDataset`` subclass (built on first use: grain is imported lazily)."""
+def example_indices(num_examples: int, seed: int):
+  """grain ``MapDataset`` of the example indices 0..N-1 repeated endlessly, each epoch in its own
+  order (``range(N).shuffle(...).repeat()``: grain's index shuffle, random access)."""
   import grain  # pylint: disable=import-outside-toplevel
+  n = _check_int("num_examples", num_examples, 1)
+  return grain.MapDataset.range(n).shuffle(seed=grain_seed(seed)).repeat()
 
-  class EpochShuffle(grain.MapDataset):
-    """The example indices 0..N-1 repeated endlessly, each epoch in its own seeded permutation.
 
-    Element ``i`` is ``epoch_order(N, seed, i // N)[i % N]``: random access, deterministic. Unlike
-    ``MapDataset.range(N).shuffle(seed).repeat()`` (grain's index shuffle), the permutations are
-    numpy's: the batch orders behind every saved result under docs/results and the goldens.
-    """
-
-    def __init__(self, num_examples: int, seed: int):
-      super().__init__()
-      self._n, self._seed = num_examples, seed
-      self._order = functools.lru_cache(maxsize=4)(
-          lambda epoch: epoch_order(self._n, self._seed, epoch))
-
-    def __len__(self) -> int:
-      return sys.maxsize
-
-    def __str__(self) -> str:
-      return f"EpochShuffle(num_examples={self._n}, seed={self._seed})"
-
-    def __getitem__(self, index):
-      if isinstance(index, slice):
-        return self.slice(index)
-      epoch, offset = divmod(index, self._n)
-      return self._order(epoch)[offset]
-
-  return EpochShuffle
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  """int64 (N,): the example indices in the order of epoch ``epoch`` of ``example_indices``."""
+  n, e = _check_int("num_examples", num_examples, 1), _check_int("epoch", epoch, 0)
+  return example_indices(n, seed).batch(n, batch_fn=lambda i: np.asarray(i, np.int64))[e]
 
 
 def train_dataset(arrays: dict, batch_size: int, seed: int):
@@ -96,7 +78,7 @@ def train_dataset(arrays: dict, batch_size: int, seed: int):
     idx = np.asarray(indices, np.int64)
     return {k: v[idx] for k, v in arrays.items()}
 
-  return _epoch_shuffle_cls()(n, seed).batch(batch_size, batch_fn=gather)
+  return example_indices(n, seed).batch(batch_size, batch_fn=gather)
 
 
 def train_batch_fn(arrays: dict, batch_size: int, seed: int):
