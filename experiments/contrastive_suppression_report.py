@@ -346,7 +346,7 @@ GRIDS = {"contrastive_suppression_optim": "Weight decay as a factor",
          "contrastive_suppression_temperature": "Temperature as a factor",
          "contrastive_suppression_lamps": "Random towers with 2, 4 and 6 px lamps"}
 LOSSES_RESULTS = "contrastive_losses_fair"        # quoted: the loss as a factor
-DEFAULT_RESULTS = "contrastive_suppression_default"   # the default rerun with the fused CLIP loss
+DEFAULT_RESULTS = "contrastive_suppression_default"   # the default rerun (fused loss, grain order)
 RESULTS = [PRIMARY_RESULTS, *GRIDS, DEFAULT_RESULTS]
 NOT_REMOVAL = "not a removal test (the p = 1 control learns from a random start)"
 
@@ -490,7 +490,8 @@ def document(results: dict[str, dict]) -> str:
          "suppressed" else "This is the reading the rule gives at this power.")
       + _weak_starts(res)
       + (f" The default run itself (`{DEFAULT_RESULTS}`, trained with the library's fused CLIP "
-         f"loss, so each tower ends at a slightly different point): p0 - p1 = "
+         f"loss and grain's index-shuffle batch order, so each tower sees other batches and ends "
+         f"at a different point): p0 - p1 = "
          f"{signed(results[DEFAULT_RESULTS]['primary'])} over "
          f"{results[DEFAULT_RESULTS]['primary']['n']} seeds, "
          f"{results[DEFAULT_RESULTS]['primary']['decision']}."
