@@ -219,6 +219,6 @@ def test_model_steps_names_any_known_model_and_refuses_others():
   smoke = f"--flagfile={os.path.join(ROOT, SMOKE)}"
   assert cli.flag_error(OrbitConfig, smoke, "--models=orbit_full") == ""
   assert _parse(smoke, "--models=orbit_full").steps_of("orbit_full") == 200
-  assert _parse(smoke).steps_of("cnn_gap") == 600
+  assert _parse(smoke).steps_of("cnn_gap") == 400
   message = cli.flag_error(OrbitConfig, smoke, "--model_steps=resnet:10")
   assert message.startswith("--model_steps=resnet:10:") and "allowed" in message
