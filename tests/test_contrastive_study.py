@@ -122,6 +122,10 @@ BAD = [  # (flag named in the error, arguments, text the error states)
     ("warmup_steps", ["--steps=2,12"], "shortest --steps=2"),
     ("duplicate_captions", ["--duplicate_captions=positive", "--tiled_threshold=16"],
      "tiled_threshold"),
+    ("embed_dims", ["--embed_dims=100000000"], "GiB"),
+    ("steps", [f"--steps={HUGE}"], "allowed"),
+    ("num_pairs", [f"--num_pairs={HUGE}"], "GiB"),
+    ("num_train", [f"--num_train={HUGE}"], "GiB"),
     # Sizes that cannot fit: refused up front with the estimate, not a traceback minutes later.
     ("embed_dims", ["--embed_dims=999999999999999999999999999999"], "GiB"),
     ("embed_dims", ["--embed_dims=100000000"], "GiB"),
@@ -133,10 +137,7 @@ BAD = [  # (flag named in the error, arguments, text the error states)
 CLI_BAD = [  # through the command line: exit code, one line on stderr, the workdir untouched
     ("flagfile", ["--flagfile=experiments/configs/no_such.flags"], "no_such"),
     ("losses", ["--losses=clip,triplet"], "triplet"),
-    ("embed_dims", ["--embed_dims=100000000"], "GiB"),
-    ("steps", [f"--steps={HUGE}"], "allowed"),
-    ("num_pairs", [f"--num_pairs={HUGE}"], "GiB"),
-    ("num_train", [f"--num_train={HUGE}"], "GiB"),
+    ("num_train", [f"--num_train={HUGE}"], "GiB"),      # a new workdir: never created
 ]
 
 

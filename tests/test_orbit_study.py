@@ -110,13 +110,19 @@ def test_sigkill_mid_training_then_resume_gives_identical_results(tmp_path, smok
   assert resumed_rows == _rows_of(load(smoke), {"orbit_full"})
 
 
-BAD_FLAGS = [
-    ("--models=mlp,resnet", "--models=mlp,resnet"),
-    ("--orbit_samples=1000", "--orbit_samples=1000"),
-    ("--support=sky", "--support=sky"),
+CONFIG_BAD = ["--models=mlp,resnet", "--orbit_samples=1000", "--support=sky"]
+BAD_FLAGS = [   # through the command line
+    ("--models=mlp,resnet", "--models=mlp,resnet"),                # a config error
     ("--flagfile=experiments/configs/nope.flags", "nope.flags"),
     ("--steps=31", "different flags (steps)"),          # an existing workdir with other flags
 ]
+
+
+def test_bad_flags_are_refused_naming_the_flag():
+  for flag in CONFIG_BAD:
+    message = cli.flag_error(OrbitConfig, f"--flagfile={SMOKE}", flag)
+    assert message.startswith(flag) and "allowed" in message and "\n" not in message, message
+  assert cli.flag_error(OrbitConfig, f"--flagfile={SMOKE}") == ""          # the control
 
 
 def test_bad_flags_fail_fast_with_one_line_and_leave_workdir_intact(smoke):

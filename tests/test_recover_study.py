@@ -219,14 +219,26 @@ def test_paired_families_against_hand_computed_values():
       dict(one, survives=True))
 
 
-BAD = [  # (flag named in the error, arguments)
+BAD = [  # (flag named in the error, arguments): refused by the config, checked in-process
     ("methods", ["--methods=probe,distill"]),
     ("learning_rates", ["--learning_rates=1e-3,-1"]),
-    ("pretrained_workdir", ["--pretrained_workdir=/no/such/contrastive/workdir"]),
-    ("flagfile", ["--flagfile=experiments/configs/no_such.flags"]),
     ("embed_dim", ["--embed_dim=999999999999999999999999999999"]),    # states the estimate
     ("recaption_learning_rate", ["--recaption_learning_rate=" + "9" * 30]),
 ]
+CLI_BAD = [  # through the command line (exit code, one line, the workdir untouched)
+    ("methods", ["--methods=probe,distill"]),                          # a config error
+    ("pretrained_workdir", ["--pretrained_workdir=/no/such/contrastive/workdir"]),
+    ("flagfile", ["--flagfile=experiments/configs/no_such.flags"]),
+]
+
+
+def test_bad_flags_are_refused_naming_the_flag():
+  from experiments.recover_config import RecoverConfig
+  for flag, args in BAD:
+    message = cli.flag_error(RecoverConfig, f"--flagfile={SMOKE}", *args)
+    assert message.startswith(f"--{flag}=") and "\n" not in message, (flag, message)
+    assert flag != "embed_dim" or "GiB" in message, message
+  assert cli.flag_error(RecoverConfig, f"--flagfile={SMOKE}") == ""        # the control
 
 
 def _damaged_contrastive_workdir(path):
@@ -246,7 +258,7 @@ def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(smoke, tmp_path)
   listing = sorted(os.listdir(smoke))
   # All bad invocations at once (each is mostly interpreter and jax start-up); the last one reads
   # an unreadable pretrained checkpoint, which must happen before its new workdir is created.
-  procs = [(flag, _cli(f"--workdir={smoke}", *args)) for flag, args in BAD]
+  procs = [(flag, _cli(f"--workdir={smoke}", *args)) for flag, args in CLI_BAD]
   damaged, fresh = _damaged_contrastive_workdir(tmp_path / "contrastive"), tmp_path / "fresh"
   unreadable = _cli(f"--workdir={fresh}", f"--pretrained_workdir={damaged}", "--methods=probe")
   for flag, proc in procs:
@@ -255,7 +267,6 @@ def test_bad_flags_fail_in_one_line_and_leave_the_workdir_alone(smoke, tmp_path)
     lines = err.strip().splitlines()
     assert len(lines) == 1, (flag, err)
     assert lines[0].startswith("error:") and flag in lines[0], (flag, lines[0])
-    assert flag != "embed_dim" or "GiB" in lines[0], lines[0]
   assert sorted(os.listdir(smoke)) == listing
   for name, data in before.items():
     assert open(os.path.join(smoke, name), "rb").read() == data, name
