@@ -35,20 +35,30 @@ def loss_fn(params, batch, rng):
 
 
 @functools.lru_cache(maxsize=None)
+def _init_host():
+  return jax.device_get(jax.jit(MODEL.init)(jax.random.key(0), XS[:1]))
+
+
+def _init():
+  """The model's initial params as fresh device arrays: one init program for the whole file."""
+  return jax.tree.map(jnp.array, _init_host())
+
+
+@functools.lru_cache(maxsize=None)
 def _adam(lr):
   return optax.adam(lr)        # one object per rate, so fit's compiled step is reused
 
 
-def _fit(steps, ckpt_dir=None, mesh=None, lr=0.05):
-  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+def _fit(steps, ckpt_dir=None, mesh=None, lr=0.05, batches=batch_at):
+  params = _init()
   cfg = train.TrainConfig(steps=steps, log_every=5, checkpoint_dir=ckpt_dir, checkpoint_every=10)
-  return train.fit(loss_fn, params, batch_at, _adam(lr), cfg, jax.random.key(1), mesh=mesh)
+  return train.fit(loss_fn, params, batches, _adam(lr), cfg, jax.random.key(1), mesh=mesh)
 
 
 def _by_hand(steps, key_index, mesh=None):
   """fit's loop written out with train.setup's jitted step, the key of step i being
   fold_in(rng, key_index(i)): key_index(i) = i is fit's schedule, anything else a wrong one."""
-  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  params = _init()
   s = train.setup(loss_fn, params, _adam(0.05), parallel.data_mesh() if mesh is None else mesh,
                   jax.random.key(1))
   params, opt_state = s.params, s.opt_state
@@ -88,8 +98,11 @@ def test_resume_gives_identical_params(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
-  with pytest.raises(FloatingPointError, match="loss is nan"):
-    _fit(20, str(tmp_path / "ck"), lr=1e30)
+  # Past step 12 the inputs turn to NaN, so the loss does (the same compiled step as every run).
+  poisoned = lambda step: batch_at(step) if step < 12 else {"x": XS[:16] * np.nan, "y": YS[:16]}
+  with pytest.raises(FloatingPointError,
+                     match="loss is nan at step 15.*checkpoints up to step 10 are kept"):
+    _fit(20, str(tmp_path / "ck"), batches=poisoned)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
@@ -127,10 +140,10 @@ def test_checkpoint_past_steps_is_refused(tmp_path):
 
 
 def test_fit_leaves_the_callers_params_alive():
-  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  params = _init()
   cfg = train.TrainConfig(steps=2, log_every=1)
-  train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))
-  train.fit(loss_fn, params, batch_at, optax.adam(0.01), cfg, jax.random.key(1))  # reuse: no error
+  train.fit(loss_fn, params, batch_at, _adam(0.05), cfg, jax.random.key(1))
+  train.fit(loss_fn, params, batch_at, _adam(0.05), cfg, jax.random.key(1))  # reuse: no error
   assert all(not leaf.is_deleted() for leaf in jax.tree.leaves(params))
 
 
@@ -142,31 +155,36 @@ def test_project_runs_after_every_update():
   """fit(project=...) against projected Adam written out with optax (the step's key is
   fold_in(rng, step)); controls: no projection, and one projection at the end only."""
   steps, opt = 12, _adam(0.05)
-  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  params = _init()
   cfg = train.TrainConfig(steps=steps, log_every=steps)
   got, _ = train.fit(loss_fn, params, batch_at, opt, cfg, jax.random.key(1), project=_clamp)
   got = jax.device_get(got)
 
+  @jax.jit
+  def adam_step(p, state, batch, i):        # one compiled update; the projection stays outside
+    grads, _ = jax.grad(loss_fn, has_aux=True)(p, batch, jax.random.fold_in(jax.random.key(1), i))
+    updates, state = opt.update(grads, state, p)
+    return optax.apply_updates(p, updates), state
+
   def by_hand(project_each, project_end):
     p, state = jax.device_get(params), opt.init(params)
     for i in range(steps):
-      grads, _ = jax.grad(loss_fn, has_aux=True)(p, batch_at(i),
-                                                  jax.random.fold_in(jax.random.key(1), i))
-      updates, state = opt.update(grads, state, p)
-      p = project_each(optax.apply_updates(p, updates))
+      p, state = adam_step(p, state, batch_at(i), i)
+      p = project_each(p)
     return jax.device_get(project_end(p))
 
   same = lambda a, b: all(np.allclose(x, y, rtol=1e-5, atol=1e-6)
                           for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  assert same(got, by_hand(_clamp, lambda p: p))
+  clamp = jax.jit(_clamp)
+  assert same(got, by_hand(clamp, lambda p: p))
   assert max(float(np.abs(x).max()) for x in jax.tree.leaves(got)) <= np.float32(0.05)
   assert not same(got, by_hand(lambda p: p, lambda p: p))        # the projection acted
-  assert not same(got, by_hand(lambda p: p, _clamp))             # ... after every update
+  assert not same(got, by_hand(lambda p: p, clamp))              # ... after every update
 
 
 # -- files beside the checkpoints: metrics.jsonl, TensorBoard events, profiles -----------------------
 def _fit_logged(steps, tmp_path, lr=0.05, **files):
-  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  params = _init()
   cfg = train.TrainConfig(steps=steps, log_every=5, checkpoint_every=10,
                           checkpoint_dir=str(tmp_path / "ck"), metrics_path=str(tmp_path / "m.jsonl"),
                           **files)
@@ -195,7 +213,7 @@ def test_tensorboard_events_hold_the_metrics_curves(tmp_path):
 
 def test_tensorboard_events_without_a_metrics_file(tmp_path):
   from tests import events
-  params = jax.jit(MODEL.init)(jax.random.key(0), XS[:1])
+  params = _init()
   cfg = train.TrainConfig(steps=5, log_every=5, events_dir=str(tmp_path / "tb"))
   train.fit(loss_fn, params, batch_at, _adam(0.05), cfg, jax.random.key(1))
   assert [s for s, _ in events.scalars(str(tmp_path / "tb"))["loss"]] == [1, 2, 3, 4, 5]
