@@ -57,7 +57,9 @@ def flag_error(cls, *args) -> str:
 SMOKE_FLAGFILES = {"orbit": "experiments/configs/orbit_smoke.flags",
                    "contrastive": "experiments/configs/contrastive_smoke.flags",
                    "recover": "experiments/configs/recover_smoke.flags",
-                   "pretrained": "experiments/configs/pretrained_smoke.flags"}
+                   "pretrained": "experiments/configs/pretrained_smoke.flags",
+                   "contrastive_suppression": "experiments/configs/contrastive_suppression_smoke.flags",
+                   "contrastive_losses": "experiments/configs/contrastive_losses_smoke.flags"}
 
 
 def free_port() -> int:

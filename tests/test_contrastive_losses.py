@@ -3,6 +3,7 @@ end (smoke flagfile, rerun reusing rows), the bias init for the batch, the learn
 (diverged rates excluded, edges marked) and the stated reading."""
 import dataclasses
 import json
+import pathlib
 import math
 import os
 
@@ -103,9 +104,8 @@ def test_comparison_runs_reuse_the_selection_rows():
   assert cfg.comparison_runs({"clip": 3e-3}) == [r for r in comp if r.loss == "clip"]
 
 
-def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
-  workdir = tmp_path / "w"
-  cli.run_ok("contrastive_losses", f"--flagfile={SMOKE}", f"--workdir={workdir}")
+def test_smoke_end_to_end_then_a_rerun_reuses_every_row(smoke_runs):
+  workdir = pathlib.Path(smoke_runs.workdir("contrastive_losses"))  # run beside the suite
   results = json.loads((workdir / "results.json").read_text())
   rows = results["rows"]
   assert len([r for r in rows if r["seed"] == 0]) == 4                 # 2 losses x 2 rates

@@ -4,6 +4,7 @@ the power computation against hand-computed values, distances."""
 import dataclasses
 import glob
 import json
+import pathlib
 import os
 
 import numpy as np
@@ -54,9 +55,8 @@ def test_a_decay_step_that_flips_the_weights_is_refused():
                         "--learning_rate=0.1") == ""                   # the control
 
 
-def test_smoke_end_to_end_then_a_rerun_reuses_every_row(tmp_path):
-  workdir = tmp_path / "w"
-  cli.run_ok("contrastive_suppression", f"--flagfile={SMOKE}", f"--workdir={workdir}")
+def test_smoke_end_to_end_then_a_rerun_reuses_every_row(smoke_runs):
+  workdir = pathlib.Path(smoke_runs.workdir("contrastive_suppression"))  # run beside the suite
   results = json.loads((workdir / "results.json").read_text())
   assert len(results["starts"]) == 2 and len(results["rows"]) == 4
   prim = results["primary"]
