@@ -26,6 +26,11 @@ X = jax.random.normal(jax.random.key(0), (4, HW, HW, 1))
 T = groups_lib.Translations(HW, HW)
 BF16 = jnp.bfloat16
 
+
+def _init(model, *args, seed=1):
+  """``model.init`` as one compiled program (op-by-op init compiles every primitive)."""
+  return jax.jit(model.init)(jax.random.key(seed), *args)
+
 INVARIANT = [(f"circular_cnn_{impl}", encoders.CircularCNN((6, 6), num_classes=3, conv_impl=impl,
                                                           dtype=BF16), T)
              for impl in ("im2col", "native")] + [
@@ -41,14 +46,14 @@ CONTROLS = [(f"flat_cnn_{impl}", encoders.FlatCNN((6, 6), num_classes=3, conv_im
 
 @pytest.mark.parametrize("name,model,group", INVARIANT, ids=[n for n, _, _ in INVARIANT])
 def test_bfloat16_towers_stay_invariant_at_the_stated_tolerance(name, model, group):
-  params = model.init(jax.random.key(1), X)
+  params = _init(model, X)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))    # params stay float32
   assert_invariant(jax.jit(lambda x: model.apply(params, x)), group, X, rtol=BF16_INVARIANCE)
 
 
 @pytest.mark.parametrize("name,model,group", CONTROLS, ids=[n for n, _, _ in CONTROLS])
 def test_bfloat16_controls_are_rejected_by_the_same_assertion(name, model, group):
-  params = model.init(jax.random.key(1), X)
+  params = _init(model, X)
   with pytest.raises(AssertionError, match="not invariant"):
     assert_invariant(jax.jit(lambda x: model.apply(params, x)), group, X, rtol=BF16_INVARIANCE)
 
@@ -60,12 +65,14 @@ def _relative(a, b) -> float:
 def test_bfloat16_computation_is_close_to_float32_and_a_changed_model_is_not():
   f32 = encoders.CircularCNN((6, 6), num_classes=3)
   bf16 = encoders.CircularCNN((6, 6), num_classes=3, dtype=BF16)
-  params = f32.init(jax.random.key(1), X)
-  reference = f32.apply(params, X)
-  assert bf16.apply(params, X).dtype == jnp.float32           # the head is float32
-  assert _relative(bf16.apply(params, X), reference) <= BF16_VS_F32
+  params = _init(f32, X)
+  apply_f32 = jax.jit(f32.apply)
+  reference = apply_f32(params, X)
+  low = jax.jit(bf16.apply)(params, X)
+  assert low.dtype == jnp.float32                             # the head is float32
+  assert _relative(low, reference) <= BF16_VS_F32
   changed = jax.tree.map(lambda p: p * 1.1, params)
-  assert _relative(f32.apply(changed, X), reference) > BF16_VS_F32          # the control
+  assert _relative(apply_f32(changed, X), reference) > BF16_VS_F32          # the control
 
 
 def _max_relative_leaf_error(a, b) -> float:
@@ -81,13 +88,14 @@ def test_bfloat16_gradients_are_float32_and_close_to_float32_ones(impl):
   x = jax.random.normal(jax.random.key(4), (32, 24, 24, 1))
   f32, bf16 = (encoders.CircularCNN((8, 8), num_classes=3, conv_impl=impl, dtype=d)
                for d in (None, BF16))
-  params = f32.init(jax.random.key(1), x)
-  loss = lambda m: lambda p: jnp.sum(jnp.sin(m.apply(p, x)))
-  reference = jax.grad(loss(f32))(params)
-  grads = jax.grad(loss(bf16))(params)
+  params = _init(f32, x)
+  grad = lambda m: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x)))))
+  grad_f32 = grad(f32)
+  reference = grad_f32(params)
+  grads = grad(bf16)(params)
   chex.assert_trees_all_equal_dtypes(grads, params)
   assert _max_relative_leaf_error(grads, reference) <= BF16_VS_F32
-  changed = jax.grad(loss(f32))(jax.tree.map(lambda p: p * 1.1, params))
+  changed = grad_f32(jax.tree.map(lambda p: p * 1.1, params))
   assert _max_relative_leaf_error(changed, reference) > BF16_VS_F32
 
 
@@ -120,7 +128,7 @@ def test_study_models_train_in_bfloat16_with_float32_state(name):
   loss = {}
   for dtype in ("float32", "bfloat16"):
     model = models.make(name, models.ModelSpec(**{**spec.__dict__, "dtype": dtype}), T)
-    params = model.init(jax.random.key(1), X[:1])
+    params = _init(model, X[:1])
     (loss[dtype], _), grads = jax.jit(jax.value_and_grad(
         lambda p, m=model: m.loss(p, batch, jax.random.key(2)), has_aux=True))(params)
     chex.assert_trees_all_equal_dtypes(grads, params)
@@ -134,16 +142,20 @@ def test_dual_encoder_in_bfloat16_embeds_close_to_float32_with_float32_params():
   f32, bf16 = de.DualEncoder(vocab_size=20), de.DualEncoder(vocab_size=20, dtype=BF16)
   images = jax.random.uniform(jax.random.key(2), (4, 32, 32, 3))
   tokens = jax.random.randint(jax.random.key(3), (4, 6), 0, 20)
-  params = f32.init(jax.random.key(4), images, tokens)
+  params = _init(f32, images, tokens, seed=4)
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-  ref_img, ref_txt, _ = f32.apply(params, images, tokens)
-  img, txt, scalars = bf16.apply(params, images, tokens)
+  apply_f32 = jax.jit(f32.apply)
+  ref_img, ref_txt, _ = apply_f32(params, images, tokens)
+  img, txt, scalars = jax.jit(bf16.apply)(params, images, tokens)
   assert img.dtype == txt.dtype == scalars[0].dtype == jnp.float32    # the loss sees float32
   assert max(_relative(img, ref_img), _relative(txt, ref_txt)) <= BF16_VS_F32
   # the control: 10% noise on every parameter (a plain rescaling would cancel in the normalised,
   # positively homogeneous embedding)
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(5), len(leaves))
-  changed = jax.tree.unflatten(tree, [p + 0.1 * jnp.std(p) * jax.random.normal(k, p.shape)
-                                      for p, k in zip(leaves, keys)])
-  assert _relative(f32.apply(changed, images, tokens)[0], ref_img) > BF16_VS_F32
+  @jax.jit
+  def perturb(params):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    return jax.tree.unflatten(tree, [p + 0.1 * jnp.std(p) * jax.random.normal(k, p.shape)
+                                     for p, k in zip(leaves, keys)])
+  changed = perturb(params)
+  assert _relative(apply_f32(changed, images, tokens)[0], ref_img) > BF16_VS_F32
