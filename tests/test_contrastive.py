@@ -30,12 +30,15 @@ TOL = 1e-5
 
 
 # -- data and numpy references ------------------------------------------------------------------
+_l2_normalize = jax.jit(contrastive.l2_normalize)     # one program per shape, not one per op
+
+
 def _embeddings(seed, batch=B, dim=DIM):
   rng = np.random.default_rng(seed)
   img = rng.normal(size=(batch, dim)).astype(np.float32)
   # Texts correlated with their images, so the positives matter in the loss.
   txt = (img + rng.normal(size=(batch, dim))).astype(np.float32)
-  return contrastive.l2_normalize(jnp.asarray(img)), contrastive.l2_normalize(jnp.asarray(txt))
+  return _l2_normalize(jnp.asarray(img)), _l2_normalize(jnp.asarray(txt))
 
 
 def _np_log_softmax(x, axis):
@@ -135,13 +138,23 @@ def _fallback_embeddings(batch=16):
   txt[0] = img[0]
   txt += 0.05 * rng.normal(size=txt.shape).astype(np.float32)
   txt[0] = img[0]
-  return contrastive.l2_normalize(jnp.asarray(img)), contrastive.l2_normalize(jnp.asarray(txt))
+  return _l2_normalize(jnp.asarray(img)), _l2_normalize(jnp.asarray(txt))
+
+
+@jax.jit
+def _fused_exact_branch_flag(img, txt, log_scale):
+  return clip_fused._fused_forward(img, txt, contrastive.clip_logit_scale(log_scale))[1][-1]
 
 
 def _fused_takes_exact_branch(img, txt, log_scale):
   """Whether ``clip_loss_fused``'s forward pass falls back to the exact column logsumexp."""
-  scale = contrastive.clip_logit_scale(jnp.float32(log_scale))
-  return bool(clip_fused._fused_forward(img, txt, scale)[1][-1])
+  return bool(_fused_exact_branch_flag(img, txt, jnp.float32(log_scale)))
+
+
+@functools.cache
+def _value_and_grad3(fn):
+  """One gradient function per loss, so the jitted variant compiles once per shape for all tests."""
+  return jax.value_and_grad(fn, argnums=(0, 1, 2))
 
 
 class FusedClipTest(chex.TestCase):
@@ -149,16 +162,16 @@ class FusedClipTest(chex.TestCase):
 
   def assert_matches_clip_loss(self, fn, img, txt, log_scale):
     """Value and all three gradients of ``fn`` within 1e-5 of ``clip_loss``'s (jitted)."""
-    got = self.variant(jax.value_and_grad(fn, argnums=(0, 1, 2)))(img, txt, log_scale)
+    got = self.variant(_value_and_grad3(fn))(img, txt, log_scale)
     want = _reference_value_and_grad(contrastive.clip_loss, 3)(img, txt, log_scale)
     chex.assert_tree_all_finite(got)
     chex.assert_trees_all_close(got, want, atol=TOL, rtol=TOL)
     return got
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.parameters((32, math.log(1 / 0.07)), (64, 0.0), (8, math.log(30.0)))
-  def test_matches_clip_loss(self, batch, log_scale):
-    img, txt = _embeddings(20 + batch, batch=batch)
+  @parameterized.parameters((32, math.log(1 / 0.07), 52), (32, 0.0, 84), (8, math.log(30.0), 28))
+  def test_matches_clip_loss(self, batch, log_scale, seed):
+    img, txt = _embeddings(seed, batch=batch)
     assert not _fused_takes_exact_branch(img, txt, log_scale)
     _, (_, _, d_log_scale) = self.assert_matches_clip_loss(
         contrastive.clip_loss_fused, img, txt, jnp.float32(log_scale))
@@ -175,14 +188,19 @@ class FusedClipTest(chex.TestCase):
   def test_underflowing_columns_take_the_exact_branch(self):
     img, txt = _fallback_embeddings()
     log_scale = math.log(100.0) + 0.1  # scale 110
-    scale = contrastive.clip_logit_scale(jnp.float32(log_scale))
-    logits = scale * img @ txt.T
-    col_sums = jnp.exp(logits - logits.max(axis=1, keepdims=True)).T @ jnp.exp(
-        logits.max(axis=1) - logits.max())
+
+    @jax.jit
+    def shared_exp_col_sums(img, txt, log_scale):
+      logits = contrastive.clip_logit_scale(log_scale) * img @ txt.T
+      return jnp.exp(logits - logits.max(axis=1, keepdims=True)).T @ jnp.exp(
+          logits.max(axis=1) - logits.max())
+
+    col_sums = shared_exp_col_sums(img, txt, jnp.float32(log_scale))
     assert float(col_sums.min()) < 1e-30  # the shared-exp sums alone would be wrong here
     assert _fused_takes_exact_branch(img, txt, log_scale)
     self.assert_matches_clip_loss(contrastive.clip_loss_fused, img, txt, jnp.float32(log_scale))
-    np.testing.assert_allclose(contrastive.clip_loss_fused(img, txt, jnp.float32(log_scale)),
+    np.testing.assert_allclose(jax.jit(contrastive.clip_loss_fused)(img, txt,
+                                                                    jnp.float32(log_scale)),
                                clip_np(img, txt, log_scale), rtol=TOL, atol=TOL)
 
   # Controls: the same comparison rejects a wrong value and a wrong gradient.
@@ -538,6 +556,8 @@ def test_loss_by_name_rejects_bad_arguments_in_one_line(arg, kwargs):
 
 
 # -- duplicate captions as positives --------------------------------------------------------------
+@functools.cache
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def _multi_inputs(n=12, d=6):
   k1, k2 = jax.random.split(jax.random.key(7))
   img = contrastive.l2_normalize(jax.random.normal(k1, (n, d)))
@@ -559,8 +579,9 @@ def test_multi_positive_is_the_plain_loss_without_duplicates(name):
     multi = lambda i, t, s, b: contrastive.siglip_loss_multi_positive(i, t, s, b, eye)
     plain, scalars = contrastive.siglip_loss, (jnp.float32(1.5), jnp.float32(-3.0))
   args = (img, txt) + scalars
-  chex.assert_trees_all_close(jax.value_and_grad(multi, argnums=(0, 1, 2))(*args),
-                              jax.value_and_grad(plain, argnums=(0, 1, 2))(*args), atol=1e-5)
+  chex.assert_trees_all_close(jax.jit(jax.value_and_grad(multi, argnums=(0, 1, 2)))(*args),
+                              jax.jit(jax.value_and_grad(plain, argnums=(0, 1, 2)))(*args),
+                              atol=1e-5)
 
 
 def test_multi_positive_clip_equals_plain_clip_when_duplicates_embed_alike():
@@ -568,7 +589,7 @@ def test_multi_positive_clip_equals_plain_clip_when_duplicates_embed_alike():
   change nothing (each duplicate's logit equals the matched one): value and gradients equal the
   plain loss. Control: duplicate tokens whose text embeddings differ give a different loss."""
   img, txt, tokens = _multi_inputs()
-  same = contrastive.same_rows(tokens)
+  same = jax.jit(contrastive.same_rows)(tokens)
   assert int(same.sum()) == img.shape[0] + 2 + 6
   # The text embeddings as a text tower makes them: a function of the tokens (a lookup table).
   ids = tokens[:, 0]
@@ -576,11 +597,13 @@ def test_multi_positive_clip_equals_plain_clip_when_duplicates_embed_alike():
   scale = jnp.float32(2.0)
   multi = lambda i, tab: contrastive.clip_loss_multi_positive(i, tab[ids], scale, same)
   plain = lambda i, tab: contrastive.clip_loss(i, tab[ids], scale)
-  chex.assert_trees_all_close(jax.value_and_grad(multi, argnums=(0, 1))(img, table),
-                              jax.value_and_grad(plain, argnums=(0, 1))(img, table), atol=1e-5)
+  chex.assert_trees_all_close(jax.jit(jax.value_and_grad(multi, argnums=(0, 1)))(img, table),
+                              jax.jit(jax.value_and_grad(plain, argnums=(0, 1)))(img, table),
+                              atol=1e-5)
   different = _embeddings(3, 12, 6)[1]           # control: duplicates that embed differently
-  multi_t = contrastive.clip_loss_multi_positive(img, different, scale, same)
-  assert abs(float(multi_t) - float(contrastive.clip_loss(img, different, scale))) > 1e-3
+  multi_t, plain_t = jax.jit(lambda i, t: (contrastive.clip_loss_multi_positive(i, t, scale, same),
+                                          contrastive.clip_loss(i, t, scale)))(img, different)
+  assert abs(float(multi_t) - float(plain_t)) > 1e-3
 
 
 def test_multi_positive_siglip_labels_duplicates_positive():
@@ -588,11 +611,12 @@ def test_multi_positive_siglip_labels_duplicates_positive():
   positive: images whose captions are identical and embed exactly like them reach a lower loss than
   under the plain loss, whose labels push them apart (the control, same inputs)."""
   img, txt, tokens = _multi_inputs()
-  same = contrastive.same_rows(tokens)
+  same = jax.jit(contrastive.same_rows)(tokens)
   aligned = txt                                  # every image on its caption, duplicates coincide
   t, b = jnp.float32(2.5), jnp.float32(-5.0)
-  multi = float(contrastive.siglip_loss_multi_positive(aligned, txt, t, b, same))
-  plain = float(contrastive.siglip_loss(aligned, txt, t, b))
+  multi, plain = map(float, jax.jit(lambda i, x: (
+      contrastive.siglip_loss_multi_positive(i, x, t, b, same),
+      contrastive.siglip_loss(i, x, t, b)))(aligned, txt))
   extra = 8                                      # the 8 off-diagonal duplicate pairs
   pair = float(jax.nn.softplus(-(jnp.exp(t) + b))), float(jax.nn.softplus(jnp.exp(t) + b))
   np.testing.assert_allclose(plain - multi, extra * (pair[1] - pair[0]) / 12, rtol=1e-5)
@@ -626,17 +650,18 @@ def _groups_of_positives(n=10):
 
 def test_multi_positive_losses_match_numpy_with_non_trivial_positives():
   img, txt, tokens = _groups_of_positives()
-  positives = np.asarray(contrastive.same_rows(jnp.asarray(tokens)))
+  positives = np.asarray(jax.jit(contrastive.same_rows)(jnp.asarray(tokens)))
   assert positives.sum() == 9 + 4 + 5                      # groups of 3, 2 and five singletons
-  got = contrastive.clip_loss_multi_positive(img, txt, jnp.float32(2.0), jnp.asarray(positives))
+  clip_multi = jax.jit(contrastive.clip_loss_multi_positive)   # one program for both positives
+  got = clip_multi(img, txt, jnp.float32(2.0), jnp.asarray(positives))
   np.testing.assert_allclose(got, _np_multi_clip(img, txt, 2.0, positives), rtol=1e-5)
-  got = contrastive.siglip_loss_multi_positive(img, txt, jnp.float32(1.5), jnp.float32(-3.0),
-                                               jnp.asarray(positives))
+  got = jax.jit(contrastive.siglip_loss_multi_positive)(img, txt, jnp.float32(1.5),
+                                                        jnp.float32(-3.0), jnp.asarray(positives))
   np.testing.assert_allclose(got, _np_multi_siglip(img, txt, 1.5, -3.0, positives), rtol=1e-5)
   # positives need not be symmetric (image i may match caption j but not j's image i)
   lopsided = np.eye(10, dtype=bool) | (np.random.default_rng(2).random((10, 10)) < 0.2)
   assert (lopsided != lopsided.T).any()
-  got = contrastive.clip_loss_multi_positive(img, txt, jnp.float32(2.0), jnp.asarray(lopsided))
+  got = clip_multi(img, txt, jnp.float32(2.0), jnp.asarray(lopsided))
   np.testing.assert_allclose(got, _np_multi_clip(img, txt, 2.0, lopsided), rtol=1e-5)
   # control: the plain losses (identity positives) are other numbers on these inputs
   assert abs(_np_multi_clip(img, txt, 2.0, positives) - clip_np(img, txt, 2.0)) > 1e-2
