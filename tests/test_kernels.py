@@ -38,7 +38,7 @@ def _f32(tree):
 
 def test_shift_responses_are_the_dense_layer_on_every_roll():
   x, kernel, bias, _ = _inputs((3,))
-  got = np.asarray(translation_orbit.shift_responses(*_f32((x, kernel, bias))))
+  got = np.asarray(jax.jit(translation_orbit.shift_responses)(*_f32((x, kernel, bias))))
   h, w = x.shape[1:3]
   for dy in range(h):
     for dx in range(w):
@@ -53,10 +53,7 @@ def test_orbit_mean_values_and_gradients_at_several_depths(widths):
   against float64 central differences along a random direction."""
   x, kernel, bias, rest = _inputs(widths)
   args = _f32((x, kernel, bias, rest))
-  got = translation_orbit.orbit_mean(*args)
-  np.testing.assert_allclose(got, _np_mlp_orbit_mean(x, kernel, bias, rest), rtol=1e-4, atol=1e-5)
-
-  read_out = jnp.asarray(RNG.normal(size=got.shape), jnp.float32)
+  read_out = jnp.asarray(RNG.normal(size=(x.shape[0], widths[-1])), jnp.float32)
 
   def by_rolls(x, kernel, bias, rest):
     h, w = x.shape[1:3]
@@ -67,8 +64,11 @@ def test_orbit_mean_values_and_gradients_at_several_depths(widths):
     return jnp.sum(z.mean(0) * read_out)
 
   fast = lambda *a: jnp.sum(translation_orbit.orbit_mean(*a) * read_out)
-  g_fast = jax.jit(jax.grad(fast, argnums=(0, 1, 2, 3)))(*args)
-  g_ref = jax.jit(jax.grad(by_rolls, argnums=(0, 1, 2, 3)))(*args)
+  # values and both gradients in one compiled program
+  got, g_fast, g_ref = jax.jit(lambda *a: (translation_orbit.orbit_mean(*a),
+                                           jax.grad(fast, argnums=(0, 1, 2, 3))(*a),
+                                           jax.grad(by_rolls, argnums=(0, 1, 2, 3))(*a)))(*args)
+  np.testing.assert_allclose(got, _np_mlp_orbit_mean(x, kernel, bias, rest), rtol=1e-4, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_fast, g_ref)
 
   # float64 central difference of the numpy orbit along a random direction of every argument
@@ -91,7 +91,7 @@ def test_control_a_wrong_gradient_is_caught_by_the_same_check():
   plain = lambda x, kernel, bias, rest: jnp.sum(
       jax.nn.relu(jax.nn.relu(jnp.einsum("nhwc,hwcf->nf", x, kernel) + bias) @ rest[0][0]
                   + rest[0][1]) * read_out)
-  g_wrong = jax.grad(plain, argnums=(0, 1, 2, 3))(*_f32((x, kernel, bias, rest)))
+  g_wrong = jax.jit(jax.grad(plain, argnums=(0, 1, 2, 3)))(*_f32((x, kernel, bias, rest)))
   direction = jax.tree.map(lambda a: RNG.normal(size=np.shape(a)), (x, kernel, bias, rest))
   step = lambda s: jax.tree.map(lambda a, d: a + s * d, (x, kernel, bias, rest), direction)
   numeric = (value(step(1e-5)) - value(step(-1e-5))) / 2e-5
@@ -118,11 +118,12 @@ def test_patch_conv_against_a_direct_float64_convolution(wrap, k):
   numpy; 11 images make several chunks of unequal images per chunk impossible (11 is prime:
   11 chunks of one)."""
   x, kernel, bias = RNG.normal(size=(11, 6, 7, 2)), RNG.normal(size=(k, k, 2, 3)), RNG.normal(size=3)
-  got = im2col_conv.patch_conv(*_f32((x, kernel, bias)), wrap, True)
-  np.testing.assert_allclose(got, _np_conv(x, kernel, bias, wrap, True), rtol=1e-4, atol=1e-4)
-  read_out = RNG.normal(size=got.shape)
+  read_out = RNG.normal(size=x.shape[:3] + (3,))
   fast = lambda *a: jnp.sum(im2col_conv.patch_conv(*a, wrap, True) * read_out)
-  grads = jax.grad(fast, argnums=(0, 1, 2))(*_f32((x, kernel, bias)))
+  # the values and the gradients in one compiled program
+  got, grads = jax.jit(lambda *a: (im2col_conv.patch_conv(*a, wrap, True),
+                                   jax.grad(fast, argnums=(0, 1, 2))(*a)))(*_f32((x, kernel, bias)))
+  np.testing.assert_allclose(got, _np_conv(x, kernel, bias, wrap, True), rtol=1e-4, atol=1e-4)
   direction = [RNG.normal(size=a.shape) for a in (x, kernel, bias)]
   value = lambda s: float(np.sum(_np_conv(*(a + s * d for a, d in zip((x, kernel, bias), direction)),
                                           wrap, True) * read_out))
