@@ -17,7 +17,7 @@ T = groups_lib.Translations(HW, HW)
 X = jax.random.normal(jax.random.key(0), (6, HW, HW, 1))
 Y = jnp.arange(6) % 4
 MLP = encoders.MLP((16, 12), num_classes=4)
-PARAMS = MLP.init(jax.random.key(1), X)
+PARAMS = jax.jit(MLP.init)(jax.random.key(1), X)          # one program, not one per op
 
 
 class OrbitModelTest(chex.TestCase):
@@ -39,7 +39,7 @@ class OrbitModelTest(chex.TestCase):
   def test_orbit_model_of_a_group_cnn_under_dihedral(self):
     # A rotation-only p4 net becomes D4-invariant once averaged over the D4 orbit.
     p4 = encoders.GroupCNN("rotations", (4,), num_classes=4)
-    params = p4.init(jax.random.key(2), X)
+    params = jax.jit(p4.init)(jax.random.key(2), X)
     om = orbit.OrbitModel(p4, groups_lib.Dihedral(), mode="full")
     assert_invariant(jax.jit(lambda x: om.apply(params, x)), groups_lib.Dihedral(), X)
     with pytest.raises(AssertionError, match="not invariant"):
@@ -126,10 +126,19 @@ def test_control_biased_orbit_sampler_is_rejected():
     assert_uniform_draws(_sampler_draws(support=np.arange(4, 64)), T.elements())
 
 
-def _assert_sampled_features_average(elements_KN, key):
+@jax.jit
+def _sampled_and_averaged_features(elements_KN, key):
+  """The sampled orbit's features, and the mean of phi(g_k . x) over the given elements."""
   want = jnp.stack([MLP.apply(PARAMS, T.act(g_N, X), method=MLP.embed) for g_N in elements_KN])
-  chex.assert_trees_all_close(orbit.sampled_orbit_features(MLP, PARAMS, X, T, key, K), want.mean(0),
-                              atol=1e-5, rtol=1e-5)
+  return orbit.sampled_orbit_features(MLP, PARAMS, X, T, key, K), want.mean(0)
+
+
+_sample_elements = jax.jit(lambda key: orbit.sample_elements(T, key, K, X.shape[0]))
+
+
+def _assert_sampled_features_average(elements_KN, key):
+  got, want = _sampled_and_averaged_features(elements_KN, key)
+  chex.assert_trees_all_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_sampled_orbit_features_average_the_sampled_elements():
@@ -137,26 +146,31 @@ def test_sampled_orbit_features_average_the_sampled_elements():
   draws, so with uniform draws its expectation is the full orbit mean. Control: another key's
   elements give another estimate, which the same assertion rejects."""
   key = jax.random.key(3)
-  _assert_sampled_features_average(orbit.sample_elements(T, key, K, X.shape[0]), key)
+  _assert_sampled_features_average(_sample_elements(key), key)
   with pytest.raises(AssertionError, match="Values not approximately equal"):
-    _assert_sampled_features_average(orbit.sample_elements(T, jax.random.key(4), K, X.shape[0]), key)
+    _assert_sampled_features_average(_sample_elements(jax.random.key(4)), key)
 
 
 def test_sampled_orbit_respects_support():
   support = T.support_from_ranges((0, 1), (0, 1))              # only the identity
   om = orbit.OrbitModel(MLP, T, mode="sampled", num_samples=3, support=support)
-  chex.assert_trees_all_close(om.apply(PARAMS, X, jax.random.key(0)), MLP.apply(PARAMS, X),
-                              atol=1e-6)
+  sampled, plain = jax.jit(lambda p, k: (om.apply(p, X, k), MLP.apply(p, X)))(PARAMS,
+                                                                             jax.random.key(0))
+  chex.assert_trees_all_close(sampled, plain, atol=1e-6)
 
 
 def test_augment_lands_on_support():
   support = T.support_from_ranges((4, 8), (0, 8))               # bottom half positions
   current = T.element(jnp.array([0, 5, 7]), jnp.array([0, 2, 6]))
-  g = augment.random_elements(jax.random.key(0), T, 3, support, current)
-  landed = np.asarray(T.compose(g, current))
-  assert np.isin(landed, support).all()
-  x, g2 = augment.augment(jax.random.key(0), X[:3], T, support, current)
-  chex.assert_trees_all_close(x, T.act(g2, X[:3]))
+  @jax.jit
+  def draw(key, current):
+    g = augment.random_elements(key, T, 3, support, current)
+    x, g2 = augment.augment(key, X[:3], T, support, current)
+    return T.compose(g, current), x, T.act(g2, X[:3])
+
+  landed, x, acted = draw(jax.random.key(0), current)
+  assert np.isin(np.asarray(landed), support).all()
+  chex.assert_trees_all_close(x, acted)
 
 
 def test_bad_orbit_config_rejected():
@@ -171,7 +185,7 @@ def test_fast_path_equals_naive_on_a_full_canvas_with_several_chunks():
   t24 = groups_lib.Translations(24, 24)
   x = jax.random.normal(jax.random.key(7), (6, 24, 24, 1))
   y = jnp.arange(6) % 4
-  params = MLP.init(jax.random.key(8), x)
+  params = jax.jit(MLP.init)(jax.random.key(8), x)
   loss = lambda om: lambda p, x: optax.softmax_cross_entropy_with_integer_labels(
       om.apply(p, x), y).mean()
   fast, naive = orbit.OrbitModel(MLP, t24, mode="fast"), orbit.OrbitModel(MLP, t24, mode="full")
