@@ -58,8 +58,10 @@ def test_identity_inverse_and_orbit_size(group):
   x = _x(group)
   chex.assert_trees_all_equal(group.act(group.identity, x), x)
   inv = np.asarray(group.inverse(group.elements()))
-  for g in range(group.order):
-    chex.assert_trees_all_close(group.act(int(inv[g]), group.act(g, x)), x)
+  # act(inv(g), act(g, x)) for every g, each action the static one (python int), in one program.
+  round_trips = jax.jit(lambda x: jnp.stack([group.act(int(inv[g]), group.act(g, x))
+                                             for g in range(group.order)]))(x)
+  chex.assert_trees_all_close(round_trips, jnp.broadcast_to(x, round_trips.shape))
   orbit = group.orbit(x)
   assert orbit.shape == (group.order,) + x.shape
   # Distinct elements give distinct images of a generic input (the action is faithful).
