@@ -7,6 +7,7 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -21,9 +22,25 @@ T = groups_lib.Translations(HW, HW)
 
 
 @functools.lru_cache(maxsize=None)
+def _jit(fn):
+  """One jitted wrapper per function (or module method), so that repeated calls with new
+  parameters of the same shapes reuse its compiled program."""
+  return jax.jit(fn)
+
+
+def _init(model, x, seed=1):
+  """``model.init`` as one compiled program (op-by-op init compiles every primitive). The two
+  convolution paths create the same parameters (same names, shapes and initializers), so a
+  ConvNet is initialised through its native-path twin: one program for both paths."""
+  if isinstance(model, encoders.ConvNet):
+    model = model.clone(conv_impl="native")
+  return _jit(model.init)(jax.random.key(seed), x)
+
+
+@functools.lru_cache(maxsize=None)
 def _trained(model, steps=3):
   """Params after a few Adam steps on random data (invariance must survive training)."""
-  params = model.init(jax.random.key(1), X)
+  params = _init(model, X)
   opt = optax.adam(1e-2)
   state = opt.init(params)
 
@@ -61,15 +78,27 @@ CONTROLS = [
 ]
 
 
+# (variant, model) -> self.variant(model.apply): one compiled program per model and variant, shared
+# by the parameters at init and after training and by the controls that reuse an invariant model.
+_APPLY = {}
+
+
 class InvariantEncodersTest(chex.TestCase):
+
+  def _apply(self, model):
+    key = (self.variant.type, model)
+    if key not in _APPLY:
+      _APPLY[key] = self.variant(model.apply)
+    return _APPLY[key]
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_hard_invariance_at_init_and_after_training(self):
     # Op-by-op (without jit) dispatch is slow: that variant checks the first model only.
     for name, model, group in INVARIANT if self.variant.type == chex.ChexVariantType.WITH_JIT \
         else INVARIANT[:2]:
-      for params in (model.init(jax.random.key(1), X), _trained(model)):
-        fn = self.variant(lambda x, p=params, m=model: m.apply(p, x))
+      apply = self._apply(model)
+      for params in (_init(model, X), _trained(model)):
+        fn = lambda x, p=params: apply(p, x)
         assert_invariant(fn, group, X, rtol=1e-5)
         if self.variant.type == chex.ChexVariantType.WITH_JIT:   # each example its own element
           assert_invariant(fn, group, X, rtol=1e-5, per_example=True, draws=1)
@@ -77,18 +106,22 @@ class InvariantEncodersTest(chex.TestCase):
   @chex.variants(with_jit=True)
   def test_controls_are_rejected_by_the_same_assertion(self):
     for name, model, group in CONTROLS:
-      params = model.init(jax.random.key(1), X)
-      fn = self.variant(lambda x, p=params, m=model: m.apply(p, x))
+      params, apply = _init(model, X), self._apply(model)
       with self.assertRaisesRegex(AssertionError, "not invariant"):
-        assert_invariant(fn, group, X, rtol=1e-5)
+        assert_invariant(lambda x, p=params: apply(p, x), group, X, rtol=1e-5)
 
 
 def test_fast_first_layer_equals_dense_on_every_shift():
   model = encoders.MLP((8, 5))
-  params = model.init(jax.random.key(2), X)
-  fast = model.apply(params, X, method=model.embed_translation_orbit)      # N, |G|, F
-  orbit = T.orbit(X)                                                       # |G|, N, H, W, C
-  naive = jax.vmap(lambda x: model.apply(params, x, method=model.embed), out_axes=1)(orbit)
+  params = _init(model, X, seed=2)
+
+  @jax.jit
+  def fast_and_naive(params, x):
+    fast = model.apply(params, x, method=model.embed_translation_orbit)    # N, |G|, F
+    orbit = T.orbit(x)                                                     # |G|, N, H, W, C
+    naive = jax.vmap(lambda x: model.apply(params, x, method=model.embed), out_axes=1)(orbit)
+    return fast, naive
+  fast, naive = fast_and_naive(params, X)
   chex.assert_trees_all_close(fast, naive, atol=1e-5, rtol=1e-5)
 
 
@@ -127,7 +160,7 @@ def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu, 
   flows into)."""
   x = jax.random.normal(jax.random.key(3), shape)
   conv = encoders.PatchConv(5, 3, circular=circular, relu=relu, impl=impl)
-  params = conv.init(jax.random.key(4), x)
+  params = _init(conv, x, seed=4)
   k = params["params"]["kernel"]
   b = jax.random.normal(jax.random.key(5), (5,)) * 0.3      # a bias that moves the ReLU's mask
   act = jax.nn.relu if relu else (lambda y: y)
@@ -139,12 +172,17 @@ def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu, 
     return act(y + b)
 
   mine = lambda k, b, x: conv.apply({"params": {"kernel": k, "bias": b}}, x)
-  chex.assert_trees_all_close(mine(k, b, x), reference(k, b, x), atol=1e-5, rtol=1e-5)
   loss = lambda f: lambda k, b, x: jnp.sum(jnp.sin(f(k, b, x)))
-  for argnums in ((0, 1, 2), (0,), (1,), (2,)):
-    g_mine = jax.grad(loss(mine), argnums=argnums)(k, b, x)
-    g_ref = jax.grad(loss(reference), argnums=argnums)(k, b, x)
-    chex.assert_trees_all_close(g_mine, g_ref, atol=1e-4, rtol=1e-4)
+  every_argnums = ((0, 1, 2), (0,), (1,), (2,))
+
+  @jax.jit      # values and every gradient in one program
+  def values_and_grads(k, b, x):
+    return [(f(k, b, x), [jax.grad(loss(f), argnums=a)(k, b, x) for a in every_argnums])
+            for f in (mine, reference)]
+  (y_mine, g_mine), (y_ref, g_ref) = values_and_grads(k, b, x)
+  chex.assert_trees_all_close(y_mine, y_ref, atol=1e-5, rtol=1e-5)
+  for argnums, gm, gr in zip(every_argnums, g_mine, g_ref):
+    chex.assert_trees_all_close(gm, gr, atol=1e-4, rtol=1e-4)
 
 
 X8 = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
@@ -158,15 +196,15 @@ def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_ar
   T8 = groups_lib.Translations(8, 8)
   aps = encoders.ConvNet((4, 4), num_classes=3, downsample="aps", conv_impl=impl)
   strided = encoders.ConvNet((4, 4), num_classes=3, downsample="stride", conv_impl=impl)
-  for params in (aps.init(jax.random.key(1), X8), _trained_on(aps, X8)):
-    assert_invariant(jax.jit(lambda x, p=params: aps.apply(p, x)), T8, X8, rtol=1e-5)
-  params = strided.init(jax.random.key(1), X8)
+  for params in (_init(aps, X8), _trained_on(aps, X8)):
+    assert_invariant(lambda x, p=params: _jit(aps.apply)(p, x), T8, X8, rtol=1e-5)
+  params = _init(aps, X8)                   # the same parameters, plain strides
   with pytest.raises(AssertionError):
-    assert_invariant(jax.jit(lambda x: strided.apply(params, x)), T8, X8, rtol=1e-5)
+    assert_invariant(lambda x: _jit(strided.apply)(params, x), T8, X8, rtol=1e-5)
 
 
 def _trained_on(model, x, steps=2):
-  params = model.init(jax.random.key(1), x)
+  params = _init(model, x)
   opt = optax.adam(1e-2)
   state = opt.init(params)
   y = jnp.arange(x.shape[0]) % 3
@@ -184,12 +222,12 @@ def _trained_on(model, x, steps=2):
 def test_polyphase_choice_follows_a_shift_and_odd_sides_are_refused():
   x = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))
   shifted = jnp.roll(x, (1, 3), axis=(1, 2))
-  a, b = encoders.aps_downsample(x), encoders.aps_downsample(shifted)
+  a, b = (np.asarray(encoders.aps_downsample(v)) for v in (x, shifted))
   # per example, the kept sub-grid of the shifted input is a cyclic shift of the original's
-  follows = lambda a, b, i: any(bool(jnp.allclose(jnp.roll(a[i], (dy, dx), axis=(0, 1)), b[i]))
+  follows = lambda a, b, i: any(np.allclose(np.roll(a[i], (dy, dx), axis=(0, 1)), b[i])
                                 for dy in range(4) for dx in range(4))
   assert all(follows(a, b, i) for i in range(2))
-  s_a, s_b = encoders.stride_downsample(x), encoders.stride_downsample(shifted)
+  s_a, s_b = (np.asarray(encoders.stride_downsample(v)) for v in (x, shifted))
   assert not any(follows(s_a, s_b, i) for i in range(2))
   with pytest.raises(ValueError, match="even map sides"):
     encoders.ConvNet((4, 4), downsample="aps").init(jax.random.key(0), jnp.zeros((1, 7, 7, 1)))
@@ -202,17 +240,17 @@ def test_native_and_im2col_convnets_are_one_function(circular, global_pool):
   comparison rejects."""
   nets = {impl: encoders.ConvNet((6, 6), num_classes=3, circular=circular,
                                  global_pool=global_pool, conv_impl=impl) for impl in CONV_IMPLS}
-  params = nets["im2col"].init(jax.random.key(1), X)
+  params = _init(nets["im2col"], X)
   loss = lambda impl: lambda p, x: optax.softmax_cross_entropy_with_integer_labels(
       nets[impl].apply(p, x), Y).mean()
-  outs = {impl: nets[impl].apply(params, X) for impl in CONV_IMPLS}
-  grads = {impl: jax.grad(loss(impl), argnums=(0, 1))(params, X) for impl in CONV_IMPLS}
+  outs = {impl: _jit(nets[impl].apply)(params, X) for impl in CONV_IMPLS}
+  grads = {impl: jax.jit(jax.grad(loss(impl), argnums=(0, 1)))(params, X) for impl in CONV_IMPLS}
   chex.assert_trees_all_close(outs["native"], outs["im2col"], atol=1e-5, rtol=1e-5)
   chex.assert_trees_all_close(grads["native"], grads["im2col"], atol=1e-5, rtol=1e-5)
   other = jax.tree.map(lambda a: a, params)
   other["params"]["convs_0"]["kernel"] = other["params"]["convs_0"]["kernel"].at[0, 0].add(0.1)
   with pytest.raises(AssertionError):
-    chex.assert_trees_all_close(nets["native"].apply(other, X), outs["im2col"], atol=1e-5,
+    chex.assert_trees_all_close(_jit(nets["native"].apply)(other, X), outs["im2col"], atol=1e-5,
                                 rtol=1e-5)
 
 
