@@ -16,7 +16,7 @@ X = np.asarray(jax.random.uniform(jax.random.key(0), (12, 8, 8, 1)))
 def cnns():
   out = {}
   for name, net in (("gap", encoders.CircularCNN((4, 4))), ("flat", encoders.FlatCNN((4, 4)))):
-    params = net.init(jax.random.key(1), X[:1])
+    params = jax.jit(net.init)(jax.random.key(1), X[:1])     # one program, not one per op
     out[name] = jax.jit(lambda x, net=net, params=params: net.apply(params, x))
   return out
 
@@ -69,7 +69,7 @@ def test_support_flip_rates_against_a_hand_worked_case():
 
 def test_jensen_gap_sanity_and_its_size():
   mlp = encoders.MLP((8,))
-  params = mlp.init(jax.random.key(2), X[:1])
+  params = jax.jit(mlp.init)(jax.random.key(2), X[:1])
   labels = np.arange(12) % 10
   out = audit.jensen_gaps(mlp, params, X, labels, T, batch=8, batches=2)
   assert out["examples"] == 12 and out["batches"] == 2
