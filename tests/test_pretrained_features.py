@@ -1,6 +1,7 @@
 """Per-layer features of a pretrained tower and the prompt-ensemble zero-shot (hand-worked cases)."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -22,7 +23,7 @@ def test_layer_features_equal_the_towers_own_outputs():
   centres = np.array([[0.1, 0.1], [0.9, 0.9], [0.5, 0.3], [0.3, 0.6], [0.0, 0.99]], np.float32)
   got = features.layer_features(model, params, x, centres, batch=2)     # batches of 2, padded
   assert list(got) == features.layer_names(cfg, boxes=True)
-  ref = model.apply({"params": params}, x, True, method=model.encode_image)
+  ref = jax.jit(lambda x: model.apply({"params": params}, x, True, method=model.encode_image))(x)
   grid = np.asarray(ref["blocks"]["patch_grid"])                       # (L, N, 4, 4, W)
   rc = np.floor(centres * 4).astype(int)
   for i in range(cfg.vision.layers):
