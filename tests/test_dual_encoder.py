@@ -30,6 +30,14 @@ def _cached_init(loss, dim):
   return jax.jit(model.init)(jax.random.key(0), *de.example_inputs(32, MAX_LEN))
 
 
+@functools.lru_cache(maxsize=None)
+def _training_value_and_grad(loss):
+  """Jitted value and gradient of make_loss_fn's loss for one (loss, dim 8) model, batch an
+  argument: one program for every test that differentiates the training loss."""
+  model = de.DualEncoder(VOCAB, 8, loss)
+  return jax.jit(jax.value_and_grad(lambda p, batch: de.make_loss_fn(model)(p, batch, None)[0]))
+
+
 def _init(model):
   """Fresh copies (train.fit donates its params) of one init per (loss, dim)."""
   return jax.tree.map(jnp.copy, _cached_init(model.loss, model.embed_dim))
@@ -123,7 +131,7 @@ def test_the_training_loss_is_the_materialised_loss_of_the_embeddings(loss):
     img, txt, scalars = model.apply(p, images, tokens)
     return plain(img, txt, *scalars)
 
-  got = jax.jit(jax.value_and_grad(lambda p: de.make_loss_fn(model)(p, batch, None)[0]))(params)
+  got = _training_value_and_grad(loss)(params, batch)
   want = jax.jit(jax.value_and_grad(reference))(params)
   chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
 
@@ -141,9 +149,8 @@ def test_clip_scale_is_clamped_on_the_parameter_and_its_gradient_lives_past_it()
                                 params["params"]["image_tower"])
   # Past ln 100 the loss still moves the scale (clamped inside the loss, its gradient was 0 there).
   params["params"]["log_scale"] = jnp.asarray(6.0, jnp.float32)
-  images, tokens, _ = _data(8)
-  grads = jax.jit(jax.grad(lambda p: de.make_loss_fn(model)(
-      p, {"images": images, "tokens": tokens}, None)[0]))(params)
+  images, tokens, _ = _data(16)
+  _, grads = _training_value_and_grad("clip")(params, {"images": images, "tokens": tokens})
   assert float(grads["params"]["log_scale"]) != 0.0
 
 
