@@ -21,25 +21,42 @@ Y = jnp.arange(4) % 3
 T = groups_lib.Translations(HW, HW)
 
 
+# One jitted ``init`` / ``apply`` per model (cached on the module's fields, so equal modules share
+# it): calls with other parameters of the same shapes reuse the compiled program.
 @functools.lru_cache(maxsize=None)
-def _jit(fn):
-  """One jitted wrapper per function (or module method), so that repeated calls with new
-  parameters of the same shapes reuse its compiled program."""
-  return jax.jit(fn)
+def _jit_init(model):
+  return jax.jit(model.init)
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_apply(model):
+  return jax.jit(model.apply)
+
+
+def _native_twin(model):
+  """The two convolution paths create the same parameters (same names, shapes, initializers) and
+  compute the same function of them (``test_native_and_im2col_convnets_are_one_function``), so
+  parameters are made once, through the native path, for both. A single PatchConv's parameters
+  do not depend on its padding or ReLU either."""
+  if isinstance(model, encoders.ConvNet):
+    return model.clone(conv_impl="native")
+  if isinstance(model, encoders.PatchConv):
+    return model.clone(impl="native", circular=True, relu=False)
+  return model
 
 
 def _init(model, x, seed=1):
-  """``model.init`` as one compiled program (op-by-op init compiles every primitive). The two
-  convolution paths create the same parameters (same names, shapes and initializers), so a
-  ConvNet is initialised through its native-path twin: one program for both paths."""
-  if isinstance(model, encoders.ConvNet):
-    model = model.clone(conv_impl="native")
-  return _jit(model.init)(jax.random.key(seed), x)
+  """``model.init`` as one compiled program (op-by-op init compiles every primitive)."""
+  return _jit_init(_native_twin(model))(jax.random.key(seed), x)
+
+
+def _trained(model):
+  """Params after a few Adam steps on random data (invariance must survive training)."""
+  return _trained_once(_native_twin(model))
 
 
 @functools.lru_cache(maxsize=None)
-def _trained(model, steps=3):
-  """Params after a few Adam steps on random data (invariance must survive training)."""
+def _trained_once(model, steps=3):
   params = _init(model, X)
   opt = optax.adam(1e-2)
   state = opt.init(params)
@@ -197,13 +214,14 @@ def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_ar
   aps = encoders.ConvNet((4, 4), num_classes=3, downsample="aps", conv_impl=impl)
   strided = encoders.ConvNet((4, 4), num_classes=3, downsample="stride", conv_impl=impl)
   for params in (_init(aps, X8), _trained_on(aps, X8)):
-    assert_invariant(lambda x, p=params: _jit(aps.apply)(p, x), T8, X8, rtol=1e-5)
+    assert_invariant(lambda x, p=params: _jit_apply(aps)(p, x), T8, X8, rtol=1e-5)
   params = _init(aps, X8)                   # the same parameters, plain strides
   with pytest.raises(AssertionError):
-    assert_invariant(lambda x: _jit(strided.apply)(params, x), T8, X8, rtol=1e-5)
+    assert_invariant(lambda x: _jit_apply(strided)(params, x), T8, X8, rtol=1e-5)
 
 
 def _trained_on(model, x, steps=2):
+  model = _native_twin(model)
   params = _init(model, x)
   opt = optax.adam(1e-2)
   state = opt.init(params)
@@ -243,14 +261,16 @@ def test_native_and_im2col_convnets_are_one_function(circular, global_pool):
   params = _init(nets["im2col"], X)
   loss = lambda impl: lambda p, x: optax.softmax_cross_entropy_with_integer_labels(
       nets[impl].apply(p, x), Y).mean()
-  outs = {impl: _jit(nets[impl].apply)(params, X) for impl in CONV_IMPLS}
-  grads = {impl: jax.jit(jax.grad(loss(impl), argnums=(0, 1)))(params, X) for impl in CONV_IMPLS}
+  # one program per path: its output and its gradients w.r.t. the parameters and the input
+  out_and_grads = {impl: jax.jit(lambda p, x, impl=impl: (
+      nets[impl].apply(p, x), jax.grad(loss(impl), argnums=(0, 1))(p, x))) for impl in CONV_IMPLS}
+  outs, grads = ({impl: out_and_grads[impl](params, X)[i] for impl in CONV_IMPLS} for i in (0, 1))
   chex.assert_trees_all_close(outs["native"], outs["im2col"], atol=1e-5, rtol=1e-5)
   chex.assert_trees_all_close(grads["native"], grads["im2col"], atol=1e-5, rtol=1e-5)
   other = jax.tree.map(lambda a: a, params)
   other["params"]["convs_0"]["kernel"] = other["params"]["convs_0"]["kernel"].at[0, 0].add(0.1)
   with pytest.raises(AssertionError):
-    chex.assert_trees_all_close(_jit(nets["native"].apply)(other, X), outs["im2col"], atol=1e-5,
+    chex.assert_trees_all_close(out_and_grads["native"](other, X)[0], outs["im2col"], atol=1e-5,
                                 rtol=1e-5)
 
 
