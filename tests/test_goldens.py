@@ -37,7 +37,7 @@ def orbit_step() -> dict:
   canvas[:, 4:12, 4:12] = digits.train_images[:32]
   model = models.make("orbit_full", models.ModelSpec(mlp_hidden=(32, 32)),
                       groups.Translations(16, 16))
-  params = model.init(_key(0), canvas[:1])
+  params = jax.jit(model.init)(_key(0), canvas[:1])
   return _one_step(model.loss, params, {"images": canvas, "labels": digits.train_labels[:32]},
                    3e-3)
 
@@ -57,7 +57,7 @@ def dual_encoder_step() -> dict:
   images, _, texts, tokenizer = _scenes_and_captions()
   model = de.DualEncoder(tokenizer.vocab_size, 8, "clip")
   tokens = tokenizer.encode(texts)
-  params = model.init(_key(0), images[:1], tokens[:1])
+  params = jax.jit(model.init)(_key(0), images[:1], tokens[:1])
   return _one_step(de.make_loss_fn(model), params, {"images": images, "tokens": tokens}, 1e-3)
 
 
@@ -67,7 +67,7 @@ def light_classifier_step() -> dict:
   from invariance import dual_encoder as de
   images, attrs, _, tokenizer = _scenes_and_captions()
   classifier = de.classifier_for(de.DualEncoder(tokenizer.vocab_size, 8, "clip"), 2)
-  params = classifier.init(_key(1), images[:1])
+  params = jax.jit(classifier.init)(_key(1), images[:1])
   batch = {"images": images, "labels": np.asarray(attrs[dashcam.LIGHT], np.int32)}
   return _one_step(de.make_classifier_loss_fn(classifier), params, batch, 3e-3)
 
