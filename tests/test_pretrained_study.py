@@ -67,11 +67,24 @@ def test_rerun_reuses_every_row(smoke):
   assert [os.path.getmtime(os.path.join(workdir, "rows", r)) for r in rows] == mtimes
 
 
+def one_block_siglip(tmp_path) -> str:
+  """A tower-config file: the SigLIP fixture's architecture cut to one narrow block per tower (the
+  random-init runs compile its init, which costs with every block)."""
+  with open(f"{FIXTURES}siglip_config.json") as f:
+    tower = json.load(f)
+  tower["embed_dim"] = 8
+  for side in ("vision", "text"):
+    tower[side].update(layers=1, width=8, heads=1, mlp_dim=8)
+  path = tmp_path / "siglip_config.json"
+  path.write_text(json.dumps(tower))
+  return str(path)
+
+
 def test_random_init_default_says_it_is_not_pretrained(tmp_path):
-  cfg = pc.PretrainedConfig(checkpoints=(f"{FIXTURES}siglip_config.json=random",), frame_size=32,
+  cfg = pc.PretrainedConfig(checkpoints=(f"{one_block_siglip(tmp_path)}=random",), frame_size=32,
                             num_train=12, num_test=8, seeds=(0,), label_sizes=(12,),
                             contexts=(1.0,), greyscale=False, audit_examples=0, placement_grid=0,
-                            dtype="bfloat16", workdir=str(tmp_path / "w"))
+                            dtype="bfloat16", batch_size=4, workdir=str(tmp_path / "w"))
   from experiments import pretrained
   pretrained.main(cfg)
   with open(tmp_path / "w" / "results.json") as f:
@@ -139,8 +152,8 @@ def test_whole_study_on_a_mocked_detection_dataset(tmp_path):
       tokenizer=f"{FIXTURES}bpe_vocab_head.txt.gz", dataset="voc/2007", box_key="objects/bbox",
       label_key="objects/label", train_split="train", test_split="validation", frame_size=48,
       num_train=16, num_test=8, seeds=(0,), label_sizes=(16,), contexts=(0.0, 1.0), greyscale=False,
-      audit_examples=4, placement_grid=2, recovery=("lpft",), recovery_steps=1,
-      recovery_batch_size=8, workdir=str(tmp_path / "w"))
+      audit_examples=8, placement_grid=2, recovery=("lpft",), recovery_steps=1,
+      recovery_batch_size=8, batch_size=8, workdir=str(tmp_path / "w"))
   with tfds.testing.mock_data(num_examples=8):
     pretrained.main(cfg)
   with open(tmp_path / "w" / "results.json") as f:
@@ -168,7 +181,7 @@ def test_tuning_methods_train_what_they_say():
 
 def test_a_tokenizer_of_the_wrong_family_stops_before_any_work(tmp_path):
   from experiments import config, pretrained
-  cfg = pc.PretrainedConfig(checkpoints=(f"{FIXTURES}siglip_config.json=random",),
+  cfg = pc.PretrainedConfig(checkpoints=(f"{one_block_siglip(tmp_path)}=random",),
                             tokenizer=f"{FIXTURES}bpe_vocab_head.txt.gz", frame_size=32,
                             num_train=12, num_test=8, workdir=str(tmp_path / "w"))
   with pytest.raises(config.FlagError, match="allowed for SigLIP towers: a SentencePiece .model"):
