@@ -50,20 +50,23 @@ def _init(model, x, seed=1):
   return _jit_init(_native_twin(model))(jax.random.key(seed), x)
 
 
-def _trained(model):
-  """Params after a few Adam steps on random data (invariance must survive training)."""
-  return _trained_once(_native_twin(model))
+def _trained(model, inputs="X", steps=3):
+  """Params after a few Adam steps on random data (invariance must survive training), on the
+  module-level batch named ``inputs``; made once per model (and its native twin)."""
+  return _trained_once(_native_twin(model), inputs, steps)
 
 
 @functools.lru_cache(maxsize=None)
-def _trained_once(model, steps=3):
-  params = _init(model, X)
+def _trained_once(model, inputs, steps):
+  x = globals()[inputs]
+  params = _init(model, x)
   opt = optax.adam(1e-2)
   state = opt.init(params)
+  y = jnp.arange(x.shape[0]) % 3
 
   @jax.jit
   def step(params, state):
-    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, X), Y).mean()
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
     grads = jax.grad(loss)(params)
     updates, state = opt.update(grads, state)
     return optax.apply_updates(params, updates), state
@@ -213,28 +216,11 @@ def test_adaptive_polyphase_net_is_invariant_to_every_shift_and_plain_strides_ar
   T8 = groups_lib.Translations(8, 8)
   aps = encoders.ConvNet((4, 4), num_classes=3, downsample="aps", conv_impl=impl)
   strided = encoders.ConvNet((4, 4), num_classes=3, downsample="stride", conv_impl=impl)
-  for params in (_init(aps, X8), _trained_on(aps, X8)):
+  for params in (_init(aps, X8), _trained(aps, "X8", steps=2)):
     assert_invariant(lambda x, p=params: _jit_apply(aps)(p, x), T8, X8, rtol=1e-5)
   params = _init(aps, X8)                   # the same parameters, plain strides
   with pytest.raises(AssertionError):
     assert_invariant(lambda x: _jit_apply(strided)(params, x), T8, X8, rtol=1e-5)
-
-
-def _trained_on(model, x, steps=2):
-  model = _native_twin(model)
-  params = _init(model, x)
-  opt = optax.adam(1e-2)
-  state = opt.init(params)
-  y = jnp.arange(x.shape[0]) % 3
-  loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
-
-  @jax.jit
-  def step(params, state):
-    updates, state = opt.update(jax.grad(loss)(params), state)
-    return optax.apply_updates(params, updates), state
-  for _ in range(steps):
-    params, state = step(params, state)
-  return params
 
 
 def test_polyphase_choice_follows_a_shift_and_odd_sides_are_refused():
