@@ -9,6 +9,8 @@ for p4m); we allow BF16_INVARIANCE = 1e-2, below every control (measured: 0.021 
 flips, the closest, and > 1 for the flat CNNs and the MLP). Against float32, logits and losses may move
 by a few bfloat16 steps: BF16_VS_F32 = 5e-2, and a 10% change of the parameters is the control.
 """
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -28,8 +30,17 @@ BF16 = jnp.bfloat16
 
 
 def _init(model, *args, seed=1):
-  """``model.init`` as one compiled program (op-by-op init compiles every primitive)."""
+  """``model.init`` as one compiled program (op-by-op init compiles every primitive). The two
+  convolution paths of a ConvNet create the same parameters (same names, shapes, initializers):
+  it is initialised through its native-path twin, one program (cached) for both paths."""
+  if isinstance(model, encoders.ConvNet):
+    return _jit_init(model.clone(conv_impl="native"))(jax.random.key(seed), *args)
   return jax.jit(model.init)(jax.random.key(seed), *args)
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_init(model):
+  return jax.jit(model.init)
 
 INVARIANT = [(f"circular_cnn_{impl}", encoders.CircularCNN((6, 6), num_classes=3, conv_impl=impl,
                                                           dtype=BF16), T)
