@@ -131,19 +131,23 @@ def test_contrastive_losses_on_bfloat16_embeddings_match_float32(loss):
 
 @pytest.mark.parametrize("name", ["mlp", "cnn_gap", "p4"])
 def test_study_models_train_in_bfloat16_with_float32_state(name):
-  """``--dtype=bfloat16`` of the orbit study (``ModelSpec.dtype``): float32 parameters and
-  gradients, a finite loss within BF16_VS_F32 of the float32 model's."""
+  """``--dtype=bfloat16`` of the orbit study (``ModelSpec.dtype``): float32 parameters (each
+  model's own init, by shape and dtype) and gradients, a finite loss within BF16_VS_F32 of the
+  float32 model's at the same parameters."""
   from invariance import models
   spec = models.ModelSpec(mlp_hidden=(16,), cnn_channels=(4,), canvas=HW, num_classes=3)
   batch = {"images": X, "labels": jnp.arange(4) % 3, "elements": jnp.zeros(4, jnp.int32)}
+  by_dtype = {dtype: models.make(name, models.ModelSpec(**{**spec.__dict__, "dtype": dtype}), T)
+              for dtype in ("float32", "bfloat16")}
+  params = _init(by_dtype["float32"], X[:1])        # the values; both models get the same ones
   loss = {}
-  for dtype in ("float32", "bfloat16"):
-    model = models.make(name, models.ModelSpec(**{**spec.__dict__, "dtype": dtype}), T)
-    params = _init(model, X[:1])
+  for dtype, model in by_dtype.items():
+    own = jax.eval_shape(model.init, jax.random.key(1), X[:1])     # this model's init, abstractly
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(own))
+    chex.assert_trees_all_equal_shapes_and_dtypes(own, params)
     (loss[dtype], _), grads = jax.jit(jax.value_and_grad(
         lambda p, m=model: m.loss(p, batch, jax.random.key(2)), has_aux=True))(params)
     chex.assert_trees_all_equal_dtypes(grads, params)
-    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   assert abs(float(loss["bfloat16"]) - float(loss["float32"])) <= BF16_VS_F32 * float(
       loss["float32"])
 
