@@ -167,20 +167,20 @@ def test_group_cnn_rejects_bad_config():
     encoders.ConvNet().init(jax.random.key(0), X)
 
 
-@pytest.mark.parametrize("impl", CONV_IMPLS)
 @pytest.mark.parametrize("circular,shape,relu", [(True, (6, 7, 7, 3), False),
                                                 (False, (6, 7, 7, 3), False),
                                                 (True, (24, 6, 4, 2), True),
                                                 (False, (6, 7, 7, 3), True)])
-def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu, impl):
+def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu):
   """Both paths against lax.conv on explicitly padded input: the hand-written im2col conv (and
   its custom backward, with the bias and the ReLU inside; the (24, ...) shape runs over 3 chunks
   of images), and the native path (wrap, then a VALID conv; or "SAME"). Gradients w.r.t. all
   inputs, and w.r.t. the kernel alone and the input alone (the backward skips what no gradient
-  flows into)."""
+  flows into). One compiled program: the reference and both paths."""
   x = jax.random.normal(jax.random.key(3), shape)
-  conv = encoders.PatchConv(5, 3, circular=circular, relu=relu, impl=impl)
-  params = _init(conv, x, seed=4)
+  convs = {impl: encoders.PatchConv(5, 3, circular=circular, relu=relu, impl=impl)
+           for impl in CONV_IMPLS}
+  params = _init(convs["im2col"], x, seed=4)
   k = params["params"]["kernel"]
   b = jax.random.normal(jax.random.key(5), (5,)) * 0.3      # a bias that moves the ReLU's mask
   act = jax.nn.relu if relu else (lambda y: y)
@@ -191,18 +191,25 @@ def test_patch_conv_equals_xla_conv_values_and_gradients(circular, shape, relu, 
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return act(y + b)
 
-  mine = lambda k, b, x: conv.apply({"params": {"kernel": k, "bias": b}}, x)
+  path = lambda impl: lambda k, b, x: convs[impl].apply({"params": {"kernel": k, "bias": b}}, x)
+  fns = {"reference": reference, **{impl: path(impl) for impl in CONV_IMPLS}}
   loss = lambda f: lambda k, b, x: jnp.sum(jnp.sin(f(k, b, x)))
   every_argnums = ((0, 1, 2), (0,), (1,), (2,))
 
-  @jax.jit      # values and every gradient in one program
+  @jax.jit      # values and every gradient of every function
   def values_and_grads(k, b, x):
-    return [(f(k, b, x), [jax.grad(loss(f), argnums=a)(k, b, x) for a in every_argnums])
-            for f in (mine, reference)]
-  (y_mine, g_mine), (y_ref, g_ref) = values_and_grads(k, b, x)
-  chex.assert_trees_all_close(y_mine, y_ref, atol=1e-5, rtol=1e-5)
-  for argnums, gm, gr in zip(every_argnums, g_mine, g_ref):
-    chex.assert_trees_all_close(gm, gr, atol=1e-4, rtol=1e-4)
+    return {name: (f(k, b, x), [jax.grad(loss(f), argnums=a)(k, b, x) for a in every_argnums])
+            for name, f in fns.items()}
+  out = values_and_grads(k, b, x)
+  y_ref, g_ref = out["reference"]
+  for impl in CONV_IMPLS:
+    y_mine, g_mine = out[impl]
+    try:
+      chex.assert_trees_all_close(y_mine, y_ref, atol=1e-5, rtol=1e-5)
+      for gm, gr in zip(g_mine, g_ref):
+        chex.assert_trees_all_close(gm, gr, atol=1e-4, rtol=1e-4)
+    except AssertionError as e:
+      raise AssertionError(f"conv path {impl}: {e}") from e
 
 
 X8 = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
