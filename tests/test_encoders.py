@@ -37,9 +37,12 @@ def _native_twin(model):
   """The two convolution paths create the same parameters (same names, shapes, initializers) and
   compute the same function of them (``test_native_and_im2col_convnets_are_one_function``), so
   parameters are made once, through the native path, for both. A single PatchConv's parameters
-  do not depend on its padding or ReLU either."""
+  do not depend on its padding or ReLU either, nor a ConvNet's on its subclass (CircularCNN and
+  FlatCNN only change defaults)."""
   if isinstance(model, encoders.ConvNet):
-    return model.clone(conv_impl="native")
+    fields = ("channels", "kernel_size", "num_classes", "circular", "global_pool", "downsample",
+              "dtype")
+    return encoders.ConvNet(**{f: getattr(model, f) for f in fields}, conv_impl="native")
   if isinstance(model, encoders.PatchConv):
     return model.clone(impl="native", circular=True, relu=False)
   return model
