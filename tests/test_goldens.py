@@ -20,11 +20,19 @@ def _stats(params) -> dict:
 
 
 def _one_step(loss_fn, params, batch, learning_rate: float) -> dict:
+  """One Adam step and the loss before and after it, each a compiled program (compiled, the
+  numbers move from the op-by-op ones by about 1e-7 relative, far inside the goldens' 1e-4)."""
   opt = optax.adam(learning_rate)
-  (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, batch, _key(7))
-  updates, _ = opt.update(grads, opt.init(params), params)
-  after = optax.apply_updates(params, updates)
-  return {"loss_before": float(loss), "loss_after": float(loss_fn(after, batch, _key(7))[0]),
+
+  @jax.jit
+  def step(params):
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, _key(7))
+    updates, _ = opt.update(grads, opt.init(params), params)
+    after = optax.apply_updates(params, updates)
+    return loss, after, loss_fn(after, batch, _key(7))[0]
+
+  loss, after, loss_after = step(params)
+  return {"loss_before": float(loss), "loss_after": float(loss_after),
           "params_before": _stats(params), "params_after": _stats(after)}
 
 
