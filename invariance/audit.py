@@ -39,7 +39,8 @@ def audit(fn: Callable, x_NHWC: np.ndarray, group: groups_lib.Group, elements: S
   """Invariance of ``fn`` (images -> logits) on ``x`` over ``elements`` (the first must be the
   identity). ``inside``: optional boolean (len(elements),) or (len(elements), N) marking the
   (element, example) pairs that keep the example in the training support; the per-example maxima
-  and flip rates are then also given for those pairs and for the rest."""
+  and flip rates are then also given for those pairs and for the rest. Every flip rate is over the
+  pairs of the elements other than the identity (which compares the logits with themselves)."""
   elements = np.asarray(elements)
   if elements[0] != 0:
     raise ValueError(f"elements[0]={elements[0]}: the first element must be the identity (0)")
@@ -58,13 +59,13 @@ def audit(fn: Callable, x_NHWC: np.ndarray, group: groups_lib.Group, elements: S
     flip_GN[i] = out_NK.argmax(-1) != ref_class_N
     batch_error = max(batch_error, float(np.linalg.norm(diff_NK) /
                                          max(np.linalg.norm(ref_NK), 1e-12)))
-  out = _summary(rel_GN, flip_GN)
+  moved = np.ones(rel_GN.shape, bool)
+  moved[0] = len(elements) == 1                           # the identity compares with itself
+  out = _summary(rel_GN, flip_GN, moved)
   out.update(batch_error=batch_error, elements=int(len(elements)), examples=int(len(ref_NK)))
   if inside is not None:
     inside = np.broadcast_to(np.asarray(inside, bool).reshape(len(elements), -1), rel_GN.shape)
-    others = np.ones_like(inside)
-    others[0] = False                                      # the identity compares with itself
-    for name, sel in (("inside_support", inside & others), ("outside_support", ~inside & others)):
+    for name, sel in (("inside_support", inside & moved), ("outside_support", ~inside & moved)):
       if sel.any():
         out[name] = _summary(rel_GN, flip_GN, sel)
   return out

@@ -58,13 +58,17 @@ def test_inside_outside_split_and_identity_first():
 
 def test_support_flip_rates_against_a_hand_worked_case():
   """Logits (left pixel, right pixel) under the flip group: the flip swaps them, so every
-  example's prediction flips under element 1. The support split leaves the identity out: both
-  elements "inside" give a flip rate of 1 (the one non-identity element, every example)."""
+  example's prediction flips under element 1. Every flip rate leaves the identity out (it compares
+  the logits with themselves): overall and with both elements "inside" the rate is 1 (the one
+  non-identity element, every example), not 1/2."""
   flips = groups_lib.Flips()
   fn = lambda x: jnp.stack([x[:, 0, 0, 0], x[:, 0, -1, 0]], axis=1)
   out = audit.audit(fn, X, flips, [0, 1], batch=12, inside=np.array([True, True]))
   assert out["inside_support"]["flip_rate"] == 1.0
+  assert out["flip_rate"] == 1.0
   assert "outside_support" not in out
+  alone = audit.audit(fn, X, flips, [0], batch=12)             # only the identity: nothing moves
+  assert alone["flip_rate"] == 0.0 and alone["max_error_max"] == 0.0
 
 
 def test_jensen_gap_sanity_and_its_size():
