@@ -1,5 +1,4 @@
 """Strict key accounting of the checkpoint loaders, and one-line errors for files that do not fit."""
-import functools
 import json
 import os
 import shutil
@@ -13,15 +12,6 @@ from invariance.pretrained import config as config_lib
 from invariance.pretrained import convert
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained")
-
-# The lab tree's shapes per architecture (a trace of the whole model's init), computed once per
-# config for the tests here; the loader's own calls use it too (``cached_param_shapes``).
-param_shapes = functools.cache(convert.param_shapes)
-
-
-@pytest.fixture
-def cached_param_shapes(monkeypatch):
-  monkeypatch.setattr(convert, "param_shapes", param_shapes)
 
 
 def vit_b_32_layout():
@@ -38,7 +28,7 @@ def test_full_size_vit_b_32_layout_converts_to_the_lab_tree():
   layout = vit_b_32_layout()
   assert len(layout) == 302
   cfg = config_lib.get_config("ViT-B-32")
-  shapes = param_shapes(cfg)
+  shapes = convert.param_shapes(cfg)
   params = convert.convert(zeros_like_layout(layout), convert.openclip_rules(cfg), shapes)
   flat = traverse_util.flatten_dict(params)
   assert {k: v.shape for k, v in flat.items()} == shapes
@@ -50,7 +40,7 @@ def test_full_size_vit_b_32_layout_converts_to_the_lab_tree():
 def _mismatch(arrays, arch):
   cfg = config_lib.get_config(arch)
   with pytest.raises(convert.CheckpointMismatch) as e:
-    convert.convert(arrays, convert.openclip_rules(cfg), param_shapes(cfg))
+    convert.convert(arrays, convert.openclip_rules(cfg), convert.param_shapes(cfg))
   assert "\n" not in str(e.value)
   return str(e.value)
 
@@ -71,7 +61,7 @@ def test_missing_unused_and_misshaped_keys_are_named():
 def test_known_architectures_have_rules_for_every_parameter():
   for name in ("ViT-L-14-336-quickgelu", "ViT-B-16-SigLIP-384", "ViT-SO400M-14-SigLIP"):
     cfg = config_lib.get_config(name)
-    shapes = param_shapes(cfg)
+    shapes = convert.param_shapes(cfg)
     keys = {"params/b"}
     rules = (convert.openclip_rules(cfg) if cfg.family == "clip" else convert.big_vision_rules(cfg, keys))
     assert set(rules) == set(shapes), name
@@ -82,7 +72,7 @@ def test_known_architectures_have_rules_for_every_parameter():
     ("clip_gelu.safetensors", "ViT-B-32", r"does not fit ViT-B-32: missing keys 240 \(transformer"),
     ("clip_gelu.safetensors", "ViT-B-16-SigLIP", r"does not fit ViT-B-16-SigLIP: missing keys"),
 ])
-def test_wrong_architecture_is_one_line(file, arch, match, cached_param_shapes):
+def test_wrong_architecture_is_one_line(file, arch, match):
   with pytest.raises(ValueError, match=match) as e:
     checkpoint.load(os.path.join(FIXTURES, file), arch)
   assert "\n" not in str(e.value) and file in str(e.value)

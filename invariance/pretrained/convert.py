@@ -7,6 +7,8 @@ or of the wrong shape, so a wrong-architecture or damaged file cannot load half-
 """
 from __future__ import annotations
 
+import functools
+import types
 from typing import Callable, Mapping
 
 import jax
@@ -30,14 +32,17 @@ def _listing(items, limit: int = 3) -> str:
   return f"{len(items)} ({head}{', ...' if len(items) > limit else ''})"
 
 
-def param_shapes(config: config_lib.TowerConfig) -> dict[tuple, tuple]:
-  """Flattened path -> shape of the lab's tree for ``config``, without allocating it."""
+@functools.cache
+def param_shapes(config: config_lib.TowerConfig) -> Mapping[tuple, tuple]:
+  """Flattened path -> shape of the lab's tree for ``config``, without allocating it (traced once
+  per config; read-only, as it is shared between calls)."""
   v, t = config.vision, config.text
   model = towers.TwoTower(config)
   shapes = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, v.image_size, v.image_size, 3)),
                          jnp.zeros((1, t.context_length), jnp.int32)))
-  return {k: tuple(s.shape) for k, s in traverse_util.flatten_dict(shapes["params"]).items()}
+  return types.MappingProxyType(
+      {k: tuple(s.shape) for k, s in traverse_util.flatten_dict(shapes["params"]).items()})
 
 
 def _t(a):
