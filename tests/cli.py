@@ -82,6 +82,11 @@ def free_port() -> int:
 # smoke flagfile, to compare with the single-process smoke run's row of the same name.
 DISTRIBUTED_ARGS = ("--losses=clip", "--mention_probs=0", "--policies=mention")
 HEARTBEAT_TIMEOUT = 60             # the default: no false "task died" on a loaded machine
+# The two-process smoke run's heartbeat, which is also its shutdown barrier's timeout: its
+# processes compute the probes of each row apart (no collective), so under CI's load (a dozen
+# processes on 2 cores) one reached the shutdown barrier more than 60 s after the other and the
+# pair aborted. Nothing in that run waits on a dead peer, so a long timeout costs nothing.
+DISTRIBUTED_SMOKE_HEARTBEAT = 300
 PEER_DEATH_HEARTBEAT = 5
 PEER_DEATH_STEPS = 100_000          # the survivor must stop because its peer died, not finish
 
@@ -135,7 +140,7 @@ class SmokeRuns:
   def start(self):
     for study, flagfile in SMOKE_FLAGFILES.items():
       self._start(study, study, flagfile)
-    self._start_pair("distributed")
+    self._start_pair("distributed", heartbeat=DISTRIBUTED_SMOKE_HEARTBEAT)
     # Process 1 is killed as soon as both have joined (its "distributed:" line): process 0 goes
     # on alone into the study and its first collective (the peer dying mid-training was checked by
     # hand: same message, same bound). Killing it later would only add compile time to the suite.
